@@ -1,0 +1,1 @@
+"""MISLEADER Arena front end: CLI, TUI and match orchestration."""

@@ -1,0 +1,213 @@
+"""Orchestration shared by `arena run`, `arena worker` and the TUI.
+
+A batch is validated completely (names, parameters, budgets, data availability, device,
+database) before the first row is written. Each match then runs with a `DatabaseRecorder`
+observer: its status, phase, every checkpoint and its log are committed as they happen, so
+a crash loses at most the checkpoint in progress.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import os
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from typing import Iterable
+
+from sqlalchemy.engine import Engine
+
+from engines.errors import ArenaError, MatchCancelled
+from engines.match import MatchEnvironment, MatchObserver
+from engines.spec import MatchSpec
+from storage import queries
+from storage.tables import utcnow
+
+
+def validate_batch(specs: list[MatchSpec], env: MatchEnvironment) -> None:
+    """Check everything that can be checked without training: raises ArenaError."""
+    from engines.attackers import ATTACKERS
+    from engines.data import load_dataset, load_pool
+    from engines.devices import resolve_device
+
+    loaded: dict[str, object] = {}
+    for spec in specs:
+        resolve_device(spec.device)
+        if spec.dataset not in loaded:
+            loaded[spec.dataset] = load_dataset(spec.dataset, env.data_root, env.cache_root, env.download)
+        splits = loaded[spec.dataset]
+        pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
+        ATTACKERS.get(spec.attacker).check(spec.label_mode, spec.query_budget, len(pool))
+
+
+def enqueue(engine: Engine, specs: list[MatchSpec]) -> tuple[str, list[int]]:
+    from arena.provenance import provenance
+
+    batch_id = uuid.uuid4().hex[:12]
+    return batch_id, queries.create_matches(engine, batch_id, specs, provenance("unresolved"))
+
+
+class DatabaseRecorder(MatchObserver):
+    """Commits a match's life to the database; polls for cancellation at most once a second."""
+
+    def __init__(self, engine: Engine, match_id: int, poll_seconds: float = 1.0):
+        self.engine = engine
+        self.match_id = match_id
+        self.poll_seconds = poll_seconds
+        self._checkpoints = 0
+        self._last_poll = 0.0
+        self._last_progress = 0.0
+
+    def phase(self, phase: str, detail: str = "") -> None:
+        queries.update_match(self.engine, self.match_id, phase=phase, progress_done=0, progress_total=0)
+        queries.add_event(self.engine, self.match_id, "phase", f"{phase}: {detail}" if detail else phase)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= 1.0 or done >= total:
+            self._last_progress = now
+            queries.update_match(self.engine, self.match_id, progress_done=done, progress_total=total)
+
+    def log(self, message: str) -> None:
+        queries.add_event(self.engine, self.match_id, "log", message)
+
+    def defender_ready(self, facts: dict) -> None:
+        queries.update_match(self.engine, self.match_id, victim_accuracy=facts["victim_accuracy"],
+                             defender_accuracy=facts["defender_accuracy"])
+
+    def checkpoint(self, row: dict) -> None:
+        queries.add_checkpoint(self.engine, self.match_id, self._checkpoints, row)
+        self._checkpoints += 1
+
+    def should_stop(self) -> None:
+        now = time.monotonic()
+        if now - self._last_poll < self.poll_seconds:
+            return
+        self._last_poll = now
+        if queries.is_cancel_requested(self.engine, self.match_id):
+            raise MatchCancelled()
+
+
+class FanOut(MatchObserver):
+    """Sends every event to several observers (database, progress bar, event stream)."""
+
+    def __init__(self, observers: Iterable[MatchObserver]):
+        self.observers = list(observers)
+
+    def phase(self, phase, detail=""):
+        for o in self.observers:
+            o.phase(phase, detail)
+
+    def progress(self, done, total, message):
+        for o in self.observers:
+            o.progress(done, total, message)
+
+    def log(self, message):
+        for o in self.observers:
+            o.log(message)
+
+    def defender_ready(self, facts):
+        for o in self.observers:
+            o.defender_ready(facts)
+
+    def checkpoint(self, row):
+        for o in self.observers:
+            o.checkpoint(row)
+
+    def should_stop(self):
+        for o in self.observers:
+            o.should_stop()
+
+
+class JsonLinesObserver(MatchObserver):
+    """Appends one JSON object per event to a file (for scripts and external observers)."""
+
+    def __init__(self, path: str, match_id: int):
+        self.file = open(path, "a", buffering=1)
+        self.match_id = match_id
+
+    def _write(self, kind: str, **data) -> None:
+        self.file.write(json.dumps({"match_id": self.match_id, "event": kind, "time": time.time(), **data}) + "\n")
+
+    def phase(self, phase, detail=""):
+        self._write("phase", phase=phase, detail=detail)
+
+    def log(self, message):
+        self._write("log", message=message)
+
+    def checkpoint(self, row):
+        self._write("checkpoint", **row)
+
+    def defender_ready(self, facts):
+        self._write("defender_ready", victim_accuracy=facts["victim_accuracy"], defender_accuracy=facts["defender_accuracy"])
+
+
+@contextmanager
+def _sigterm_cancels():
+    """SIGTERM (e.g. from the TUI or a scheduler) cancels the match cleanly."""
+    def handler(signum, frame):
+        raise MatchCancelled()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[MatchObserver] = (),
+              claimed: bool = False) -> str:
+    """Play a queued match; returns its final status (done, failed, cancelled)."""
+    from arena.provenance import provenance
+    from engines.devices import resolve_device
+    from engines.match import play_match
+
+    match = queries.get_match(engine, match_id)
+    if match is None:
+        raise ArenaError(f"no match {match_id} in this database")
+    if not claimed and not queries.start_match(engine, match_id):
+        return queries.get_match(engine, match_id).status  # someone else runs (or ran) it
+    spec = MatchSpec.model_validate_json(match.config_json)
+    device = str(resolve_device(spec.device))
+    queries.update_match(engine, match_id, phase="starting", provenance_json=json.dumps(provenance(device)),
+                         pid=os.getpid(), host=socket.gethostname())
+    recorder = DatabaseRecorder(engine, match_id)
+    observer = FanOut([recorder, *extra])
+    started = time.perf_counter()
+    try:
+        with _sigterm_cancels():
+            summary = play_match(spec, observer, env)
+    except (MatchCancelled, KeyboardInterrupt) as exc:
+        queries.update_match(engine, match_id, status="cancelled", phase="cancelled", finished_at=utcnow(),
+                             wall_seconds=time.perf_counter() - started)
+        queries.add_event(engine, match_id, "log", "match cancelled; checkpoints so far are kept")
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return "cancelled"
+    except Exception as exc:  # the match failed; the batch goes on and the error is kept
+        message = str(exc) if isinstance(exc, ArenaError) else f"{exc.__class__.__name__}: {exc}"
+        queries.update_match(engine, match_id, status="failed", phase="failed", finished_at=utcnow(), error=message,
+                             wall_seconds=time.perf_counter() - started)
+        queries.add_event(engine, match_id, "error", traceback.format_exc())
+        return "failed"
+    details = {"split": summary["split"], "victim": summary["victim"], "defender": summary["defender"],
+               "attack_seconds": summary["attack_seconds"]}
+    queries.update_match(
+        engine, match_id, status="done", phase="done", finished_at=utcnow(),
+        wall_seconds=time.perf_counter() - started, details_json=json.dumps(details, default=str),
+        serving_seconds_per_query=summary["serving_seconds_per_query"],
+        queries_per_second=summary["queries_per_second"], queries_used=summary["queries_used"],
+        victim_accuracy=summary["victim_accuracy"], defender_accuracy=summary["defender_accuracy"],
+    )
+    return "done"
+
+
+def claim_next(engine: Engine) -> int | None:
+    """Atomically take the oldest queued match and mark it running (safe across workers)."""
+    return queries.claim_oldest_queued(engine)

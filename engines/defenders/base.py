@@ -1,0 +1,62 @@
+"""The defender interface.
+
+A defender is built from the match's trained victim and the defender's own data splits
+(never the attacker pool, never the test split for any decision), and then serves
+probability vectors through the oracle. The oracle turns them into soft/hard/top-k answers,
+so every defender has one output contract.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from engines.artifacts import ArtifactStore
+from engines.data.base import DatasetSplits
+from engines.registry import Registry
+from engines.training import ProgressFn
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class DefenderContext:
+    victim: nn.Module  # trained, in eval mode, on `device`
+    victim_key: dict  # everything that determines the victim (for artifact keys)
+    splits: DatasetSplits
+    device: torch.device
+    store: ArtifactStore
+    seed: int
+    progress: ProgressFn = lambda done, total, msg: None
+    log: Callable[[str], None] = lambda msg: None
+    should_stop: Callable[[], None] = lambda: None
+    extra: dict = field(default_factory=dict)
+
+
+class Defender(ABC):
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel, ctx: DefenderContext):
+        self.params = params
+        self.ctx = ctx
+
+    def prepare(self) -> dict:
+        """Train or load what the defence needs; return facts to store with the match
+        (training seconds, member accuracies, whether a cached artifact was reused)."""
+        return {}
+
+    @abstractmethod
+    def serve(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities (N, C) for float images in [0, 1] already on the device.
+        Called under torch.inference_mode(); must not depend on how queries are batched."""
+
+
+DEFENDERS: Registry[type[Defender]] = Registry("defender", "engines.defenders")

@@ -1,0 +1,16 @@
+"""`undefended`: the victim's own softmax, the reference every defence is compared with."""
+import torch
+
+from engines.defenders.base import DEFENDERS, Defender
+
+
+@DEFENDERS.register("undefended")
+class Undefended(Defender):
+    description = "no defence: serves the victim's own probabilities"
+
+    def prepare(self) -> dict:
+        self.ctx.victim.eval()
+        return {}
+
+    def serve(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.ctx.victim(images), dim=1)
