@@ -39,7 +39,9 @@ def validate_batch(specs: list[MatchSpec], env: MatchEnvironment) -> None:
             loaded[spec.dataset] = load_dataset(spec.dataset, env.data_root, env.cache_root, env.download)
         splits = loaded[spec.dataset]
         pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
-        ATTACKERS.get(spec.attacker).check(spec.label_mode, spec.query_budget, len(pool))
+        attacker_cls = ATTACKERS.get(spec.attacker)
+        attacker = attacker_cls(attacker_cls.Params.model_validate(spec.attacker_params))
+        attacker.validate(spec.label_mode, spec.query_budget, len(pool))
 
 
 def enqueue(engine: Engine, specs: list[MatchSpec]) -> tuple[str, list[int]]:

@@ -110,8 +110,8 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
     observer.log(f"defender clean accuracy {defender_accuracy:.4f}")
 
     attacker_cls = ATTACKERS.get(spec.attacker)
-    attacker_cls.check(spec.label_mode, spec.query_budget, len(pool))
     attacker = attacker_cls(attacker_cls.Params.model_validate(spec.attacker_params))
+    attacker.validate(spec.label_mode, spec.query_budget, len(pool))
     scorer = CloneScorer(splits.test, served_labels, victim_labels, device)
     attack_started = time.perf_counter()
     oracle_box: list[Oracle] = []

@@ -97,6 +97,11 @@ class Attacker(ABC):
                 f"use one of: {', '.join(sorted(cls.label_modes))}"
             )
 
+    def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
+        """`check` with this attacker's actual parameters; override when they matter
+        (e.g. a per-iteration query cost that depends on the batch size)."""
+        type(self).check(label_mode, query_budget, pool_size)
+
     @abstractmethod
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         """Spend (up to) the oracle's budget and return the final clone.

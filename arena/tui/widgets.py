@@ -1,0 +1,116 @@
+"""Widgets shared by the screens: the curve plot and small formatting helpers."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual_plotext import PlotextPlot
+
+from arena.render import fmt
+from arena.tui.data import Point
+
+# Line colours per match (A, B) and their NO_COLOR markers (shapes instead of colours).
+COLOURS = (("cyan", "magenta"), ("yellow", "red"))
+REFERENCE_COLOURS = ("green", "blue")
+PLAIN_MARKERS = (("*", "+"), ("o", "x"))
+PLAIN_REFERENCE = ("-", "=")
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One match's curves as the plot needs them."""
+    label: str  # "" for a single match, "A"/"B" when comparing
+    points: tuple[Point, ...]
+    reference: float | None  # the defender's clean accuracy
+    budget: int
+
+
+class CurvePlot(PlotextPlot):
+    """Clone accuracy and fidelity (%) against queries, with the defender's clean accuracy as a
+    reference line. Data changes mark the plot dirty; Textual coalesces refreshes per frame and
+    the screens feed it at most a few times per second. `redraws` counts actual renders; with
+    $ARENA_TUI_TRACE set, each render appends `time point_count` to that file (benchmarks)."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.curves: list[Curves] = []
+        self.redraws = 0
+        self._trace = os.environ.get("ARENA_TUI_TRACE")
+
+    @property
+    def point_count(self) -> int:
+        return sum(len(c.points) for c in self.curves)
+
+    def show(self, curves: list[Curves]) -> None:
+        if curves != self.curves:
+            self.curves = list(curves)
+            self.refresh()
+
+    def render(self):
+        self.redraws += 1
+        if self._trace:
+            with open(self._trace, "a") as trace:
+                trace.write(f"{time.time():.4f} {self.point_count}\n")
+        self._draw()
+        return super().render()
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plain = self.app.no_color
+        budget = max([c.budget for c in self.curves] or [1])
+        xs_all = [p.queries_used for c in self.curves for p in c.points]
+        low = max(1, min(xs_all)) if xs_all else max(1, budget // 50)
+        for number, curve in enumerate(self.curves):
+            prefix = f"{curve.label} " if curve.label else ""
+            xs = [p.queries_used for p in curve.points]
+            for which, (name, values) in enumerate((
+                    ("clone acc", [100 * p.clone_accuracy for p in curve.points]),
+                    ("fidelity", [100 * p.fidelity_served for p in curve.points]))):
+                if not xs:
+                    continue
+                if plain:
+                    plt.plot(xs, values, label=prefix + name, marker=PLAIN_MARKERS[number % 2][which])
+                else:
+                    plt.plot(xs, values, label=prefix + name, marker="braille", color=COLOURS[number % 2][which])
+            if curve.reference is not None:
+                marker = PLAIN_REFERENCE[number % 2] if plain else "braille"
+                colour = None if plain else REFERENCE_COLOURS[number % 2]
+                kwargs = {"color": colour} if colour else {}
+                plt.plot([low, budget], [100 * curve.reference] * 2, label=f"{prefix}defender clean",
+                         marker=marker, **kwargs)
+        if budget > 10 * low:
+            plt.xscale("log")
+        else:
+            plt.xscale("linear")
+        plt.xlim(low, budget)
+        plt.ylim(0, 100)
+        plt.xlabel("queries")
+        plt.ylabel("%")
+
+
+def pct(value: float | None) -> str:
+    return fmt("clone_accuracy", value)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+STATUS_STYLES = {"queued": "yellow", "running": "bold cyan", "done": "green", "failed": "bold red",
+                 "cancelled": "magenta"}
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
