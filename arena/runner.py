@@ -164,7 +164,7 @@ def _sigterm_cancels():
 
 
 def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[MatchObserver] = (),
-              claimed: bool = False) -> str:
+              claimed: bool = False, poll_seconds: float = 1.0) -> str:
     """Play a queued match; returns its final status (done, failed, cancelled)."""
     from arena.provenance import provenance
     from engines.devices import resolve_device
@@ -179,7 +179,7 @@ def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[
     device = str(resolve_device(spec.device))
     queries.update_match(engine, match_id, phase="starting", provenance_json=json.dumps(provenance(device)),
                          pid=os.getpid(), host=socket.gethostname())
-    recorder = DatabaseRecorder(engine, match_id)
+    recorder = DatabaseRecorder(engine, match_id, poll_seconds)
     observer = FanOut([recorder, *extra])
     started = time.perf_counter()
     try:
