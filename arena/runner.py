@@ -163,6 +163,18 @@ def _sigterm_cancels():
         signal.signal(signal.SIGTERM, previous)
 
 
+def apply_thread_setting() -> None:
+    """$ARENA_THREADS caps torch's CPU threads (recorded in provenance as cpu_threads)."""
+    value = os.environ.get("ARENA_THREADS")
+    if value:
+        import torch
+
+        try:
+            torch.set_num_threads(max(1, int(value)))
+        except ValueError:
+            raise ArenaError(f"ARENA_THREADS must be a whole number, got {value!r}") from None
+
+
 def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[MatchObserver] = (),
               claimed: bool = False, poll_seconds: float = 1.0) -> str:
     """Play a queued match; returns its final status (done, failed, cancelled)."""
@@ -176,6 +188,7 @@ def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[
     if not claimed and not queries.start_match(engine, match_id):
         return queries.get_match(engine, match_id).status  # someone else runs (or ran) it
     spec = MatchSpec.model_validate_json(match.config_json)
+    apply_thread_setting()
     device = str(resolve_device(spec.device))
     queries.update_match(engine, match_id, phase="starting", provenance_json=json.dumps(provenance(device)),
                          pid=os.getpid(), host=socket.gethostname())

@@ -76,11 +76,15 @@ def oracle_overhead(batch: int = 256, repeats: int = 300) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-run", action="store_true", help="only measure the oracle overhead")
+    parser.add_argument("--oracle-threads", type=int, default=1,
+                        help="torch threads for the overhead timing (1 keeps it stable on a shared machine)")
     args = parser.parse_args()
     import torch
 
-    lines = [f"Command: `.venv/bin/python benchmarks/spine.py`; {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads.", ""]
+    default_threads = torch.get_num_threads()
+
+    lines = [f"Command: `.venv/bin/python benchmarks/spine.py`; {platform.machine()}, {os.cpu_count()} cores, "
+             f"torch {torch.__version__}; `arena run` with torch's default {default_threads} threads.", ""]
     if not args.skip_run:
         rows, wall, peak_mb = default_run()
         lines += ["### Default `arena run` (mnist5k, from an empty cache)", "",
@@ -96,9 +100,10 @@ def main() -> None:
                          f"{pct(r['fidelity_served'])} | {pct(r['fidelity_victim'])} | "
                          f"{r['queries_used'] / r['wall_seconds']:.0f} | {r['wall_seconds']:.0f} |")
         lines.append("")
+    torch.set_num_threads(args.oracle_threads)
     timings = oracle_overhead()
     bare, served = timings["bare model(x)"], timings["oracle.query soft"]
-    lines += ["### Oracle overhead (LeNet-5, batch 256, CPU, best of 5 x 300 calls)", "",
+    lines += [f"### Oracle overhead (LeNet-5, batch 256, CPU, {args.oracle_threads} thread(s), best of 5 x 300 calls)", "",
               "| path | ms per batch | images/s |", "|---|---|---|"]
     for name, value in timings.items():
         lines.append(f"| {name} | {1000 * value:.3f} | {256 / value:,.0f} |")
