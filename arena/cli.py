@@ -105,6 +105,7 @@ def run(
     from arena import runner
     from storage import open_database
 
+    runner.apply_thread_setting()
     runner.validate_batch(specs, env)  # everything checked before anything is written
     engine = open_database(db)
     batch_id, ids = runner.enqueue(engine, specs)
@@ -176,6 +177,7 @@ def worker(
     from arena import runner
     from storage import open_database
 
+    runner.apply_thread_setting()
     engine = open_database(db)
     env = _env(data_root, cache_dir)
     if match_id is not None:

@@ -188,7 +188,6 @@ def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[
     if not claimed and not queries.start_match(engine, match_id):
         return queries.get_match(engine, match_id).status  # someone else runs (or ran) it
     spec = MatchSpec.model_validate_json(match.config_json)
-    apply_thread_setting()
     device = str(resolve_device(spec.device))
     queries.update_match(engine, match_id, phase="starting", provenance_json=json.dumps(provenance(device)),
                          pid=os.getpid(), host=socket.gethostname())

@@ -9,7 +9,10 @@ import json
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
-from storage import open_database, queries, resolve_db_url
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from storage import Match, open_database, queries, resolve_db_url
 from storage.queries import LeaderboardFilter
 
 ACTIVE = ("queued", "running")
@@ -181,10 +184,25 @@ class ArenaStore:
         return all(value is None or getattr(match, name) == value for name, value in (
             ("dataset", filters.dataset), ("attacker", filters.attacker), ("label_mode", filters.label_mode)))
 
+    def board_token(self) -> tuple:
+        """A one-row summary that changes whenever a leaderboard row would: polled every second,
+        so the full leaderboard is only read again when something changed."""
+        statuses = " ".join(STATUSES)
+        query = text(
+            "select count(*), coalesce(max(id), 0), coalesce(sum(queries_used), 0), "
+            f"coalesce(sum(instr('{statuses}', status) * id), 0), coalesce(sum(clone_accuracy), 0), "
+            "coalesce(sum(fidelity_served), 0), coalesce(sum(defender_accuracy), 0) from matches")
+        with self._reader.connect() as conn:
+            return tuple(conn.execute(query).one())
+
     def choices(self) -> dict[str, list[str]]:
         """Distinct data sets, attackers and label modes present, for the filter menus."""
-        matches = queries.list_matches(self._reader, limit=5000)
-        return {name: sorted({getattr(m, name) for m in matches}) for name in ("dataset", "attacker", "label_mode")}
+        out = {}
+        with Session(self._reader) as session:
+            for name in ("dataset", "attacker", "label_mode"):
+                column = getattr(Match, name)
+                out[name] = sorted(session.exec(select(column).distinct()).all())
+        return out
 
     def match(self, match_id: int) -> MatchInfo | None:
         row = queries.get_match(self._reader, match_id)

@@ -26,7 +26,7 @@ class LeaderboardScreen(Screen):
         Binding("enter", "open", "Open", show=False),
         Binding("s", "cycle_sort", "Sort"),
         Binding("r", "reverse", "Reverse", show=False),
-        Binding("space", "mark", "Mark"),
+        Binding("space", "mark", "Mark", show=False),
         Binding("c", "compare", "Compare"),
         Binding("f", "focus_filters", "Filters"),
         Binding("t", "focus_table", "Table", show=False),
@@ -45,6 +45,7 @@ class LeaderboardScreen(Screen):
         self.marked: int | None = None
         self._polling = False
         self._choices: dict[str, list[str]] = {}
+        self._token = None  # what the rows shown were read at
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -66,6 +67,7 @@ class LeaderboardScreen(Screen):
         self.set_interval(self.POLL_SECONDS, self.refresh_board)
 
     def on_screen_resume(self) -> None:
+        self._token = None  # read again when coming back
         self.refresh_board()
 
     # -- data -----------------------------------------------------------------------------------
@@ -78,15 +80,19 @@ class LeaderboardScreen(Screen):
     def _load(self, filters: BoardFilter) -> None:
         try:
             store = self.app.store
+            token = (store.board_token(), filters)
+            if token == self._token:
+                return  # nothing changed: no rows read, nothing redrawn
             rows, choices = store.board(filters), store.choices()
         finally:
             self._polling = False
-        self.app.call_from_thread(self._apply, filters, rows, choices)
+        self.app.call_from_thread(self._apply, filters, rows, choices, token)
 
-    def _apply(self, filters: BoardFilter, rows: list[BoardRow], choices: dict[str, list[str]]) -> None:
+    def _apply(self, filters: BoardFilter, rows: list[BoardRow], choices: dict[str, list[str]], token) -> None:
         if filters != self.filters:
             self.refresh_board()  # the filters changed while this was read
             return
+        self._token = token
         self._update_choices(choices)
         if rows != self.rows:
             self.rows = rows

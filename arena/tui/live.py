@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from rich.text import Text
-from textual import on, work
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -69,12 +69,12 @@ class LiveScreen(Screen):
     def poll(self) -> None:
         if not self._polling:
             self._polling = True
-            self._read(len(self.points) - 1 if self.points else -1, self.last_event)
+            self._read(self._last_index(), self.last_event)
 
     @work(thread=True, exit_on_error=False, group="live")
     def _read(self, after_index: int, after_event: int) -> None:
         try:
-            snapshot = self.app.store.snapshot(self.match_id, self._last_index(), after_event)
+            snapshot = self.app.store.snapshot(self.match_id, after_index, after_event)
         finally:
             self._polling = False
         self.app.call_from_thread(self.apply, snapshot)
@@ -86,7 +86,11 @@ class LiveScreen(Screen):
         if snapshot is None:
             self.query_one("#live-title", Static).update(f"match #{self.match_id} is not in this database")
             return
+        finished = self.match is not None and self.match.active and not snapshot.match.active
         self.match = snapshot.match
+        if finished:
+            self.notify(f"match #{self.match_id} {self.match.status}; press d for its details",
+                        severity="error" if self.match.status == "failed" else "information")
         fresh = [p for p in snapshot.points if p.index > self._last_index()]
         self.points.extend(fresh)
         self._add_events(snapshot.events)
@@ -143,7 +147,16 @@ class LiveScreen(Screen):
         if self.match is not None and not self.match.active:
             self.notify(f"match #{self.match_id} is already {self.match.status}", severity="warning")
             return
-        if self.app.store.request_cancel(self.match_id):
+        self._cancel()
+
+    @work(thread=True, exit_on_error=False, group="cancel")
+    def _cancel(self) -> None:
+        # A write: it may wait briefly for the worker's transaction, so not on the UI thread.
+        accepted = self.app.store.request_cancel(self.match_id)
+        self.app.call_from_thread(self._cancel_answered, accepted)
+
+    def _cancel_answered(self, accepted: bool) -> None:
+        if accepted:
             self.cancel_sent = True
             self.notify(f"cancelling match #{self.match_id}; its checkpoints are kept")
             self.poll()
@@ -155,7 +168,3 @@ class LiveScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-    @on(ProgressBar.Completed)
-    def _ignore(self) -> None:
-        pass

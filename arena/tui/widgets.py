@@ -1,6 +1,7 @@
 """Widgets shared by the screens: the curve plot and small formatting helpers."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -53,8 +54,11 @@ class CurvePlot(PlotextPlot):
         if self._trace:
             with open(self._trace, "a") as trace:
                 trace.write(f"{time.time():.4f} {self.point_count}\n")
-        self._draw()
-        return super().render()
+        try:
+            self._draw()
+            return super().render()
+        except Exception as exc:  # a plotting corner case must not take the screen down
+            return Text(f"plot unavailable ({exc.__class__.__name__}: {exc})", style="dim")
 
     def _draw(self) -> None:
         plt = self.plt
@@ -81,11 +85,13 @@ class CurvePlot(PlotextPlot):
                 kwargs = {"color": colour} if colour else {}
                 plt.plot([low, budget], [100 * curve.reference] * 2, label=f"{prefix}defender clean",
                          marker=marker, **kwargs)
-        if budget > 10 * low:
+        drawn = bool(xs_all) or any(c.reference is not None for c in self.curves)
+        if drawn and budget > 10 * low:  # plotext takes log-scale limits as exponents
             plt.xscale("log")
+            plt.xlim(math.log10(low), math.log10(budget))
         else:
             plt.xscale("linear")
-        plt.xlim(low, budget)
+            plt.xlim(0 if not drawn else low, budget)
         plt.ylim(0, 100)
         plt.xlabel("queries")
         plt.ylabel("%")

@@ -50,7 +50,7 @@ TRAINER_VERSION = 1  # bump when a change in training changes the weights
 PRESETS: dict[str, dict] = {
     "mnist": {
         "members": [("lenet5", 0.5, 4.0, 0.3), ("lenet5_half", 0.5, 4.0, 0.3), ("lenet5_fifth", 0.5, 4.0, 0.3)],
-        "epochs": 20, "batch_size": 128, "train_augment": False,
+        "epochs": 15, "batch_size": 128, "train_augment": False,
     },
     "cifar": {
         "members": [("resnet18_8x", 0.001, 6.0, 0.3), ("mobilenetv2", 0.05, 4.0, 0.9), ("densenet121", 0.01, 2.0, 0.3)],
