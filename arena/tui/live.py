@@ -11,9 +11,8 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Header, ProgressBar, RichLog, Static
+from textual.widgets import Footer, Header, RichLog, Static
 
 from arena.tui.data import FINAL, Event, LiveSnapshot, MatchInfo, Point
 from arena.tui.widgets import CurvePlot, Curves, duration, pct, status_text
@@ -29,9 +28,18 @@ def estimate_eta(started: datetime | None, done: int, total: int, now: datetime)
     return max(0.0, elapsed * (total - done) / done)
 
 
+def bar(done: int, total: int, width: int = 20) -> str:
+    """A text progress bar for the current phase ('' when the phase reports no total)."""
+    if total <= 0:
+        return ""
+    filled = round(width * min(done, total) / total)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {100 * min(done, total) // total:3d}%"
+
+
 class LiveScreen(Screen):
     BINDINGS = [
         Binding("x", "cancel_match", "Cancel match"),
+        Binding("w", "start_worker", "Start worker", show=False),
         Binding("d", "details", "Details"),
         Binding("escape", "back", "Back"),
         Binding("question_mark", "app.help", "Help"),
@@ -48,13 +56,12 @@ class LiveScreen(Screen):
         self.phase_started: datetime | None = None
         self.cancel_sent = False
         self._polling = False
+        self._shown: dict[str, Text] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="live-title")
-        with Horizontal(id="live-progress"):
-            yield Static("", id="live-phase")
-            yield ProgressBar(id="live-bar", show_eta=False)
+        yield Static("", id="live-phase")
         yield Static("", id="live-numbers")
         yield CurvePlot(id="live-plot")
         yield RichLog(id="live-log", max_lines=500, wrap=False, markup=False, auto_scroll=True)
@@ -116,22 +123,17 @@ class LiveScreen(Screen):
 
     def _render_status(self) -> None:
         m = self.match
-        self.query_one("#live-title", Static).update(Text.assemble(
-            (m.title, "bold"), f"  seed {m.seed} · {m.device} · budget {m.query_budget}  ", status_text(m.status)))
+        self._set("#live-title", Text.assemble(
+            status_text(m.status), "  ", (m.title, "bold"), f" · seed {m.seed} · {m.device}"))
         now = datetime.now(timezone.utc)
         phase = m.phase if not (self.cancel_sent and m.active) else f"{m.phase} (cancelling)"
-        bar = self.query_one("#live-bar", ProgressBar)
         if m.status in FINAL:
-            eta_text = f"finished in {duration(m.wall_seconds)}"
-            bar.update(total=1, progress=1)
+            progress, eta_text = "", f"finished in {duration(m.wall_seconds)}"
         else:
             eta = estimate_eta(self.phase_started, m.progress_done, m.progress_total, now)
             eta_text = f"phase ETA {duration(eta)}" if eta is not None else "phase ETA -"
-            if m.progress_total > 0:
-                bar.update(total=m.progress_total, progress=m.progress_done)
-            else:
-                bar.update(total=None)
-        self.query_one("#live-phase", Static).update(f"phase: {phase} · {eta_text}")
+            progress = bar(m.progress_done, m.progress_total)
+        self._set("#live-phase", Text.assemble(f"phase: {phase} ", (progress, "bold"), f" {eta_text}"))
         used = m.queries_now()
         last = self.points[-1] if self.points else None
         numbers = (f"queries {used}/{m.query_budget} · checkpoints {len(self.points)} · "
@@ -140,8 +142,14 @@ class LiveScreen(Screen):
                    f"defender clean {pct(m.defender_accuracy)}")
         if m.error:
             numbers += f" · error: {m.error}"
-        self.query_one("#live-numbers", Static).update(numbers)
+        self._set("#live-numbers", Text(numbers))
         self.app.check_worker(m)
+
+    def _set(self, selector: str, content: Text) -> None:
+        """Update a line only when it changed (each update costs a redraw)."""
+        if self._shown.get(selector) != content:
+            self._shown[selector] = content
+            self.query_one(selector, Static).update(content)
 
     def action_cancel_match(self) -> None:
         if self.match is not None and not self.match.active:
@@ -162,6 +170,13 @@ class LiveScreen(Screen):
             self.poll()
         else:
             self.notify(f"match #{self.match_id} is not queued or running", severity="warning")
+
+    def action_start_worker(self) -> None:
+        """Play a queued match that no worker has taken (e.g. queued by `arena run --enqueue`)."""
+        if self.match is None or self.match.status != "queued":
+            self.notify("only a queued match needs a worker", severity="warning")
+            return
+        self.app.start_worker(self.match_id)
 
     def action_details(self) -> None:
         self.app.show_detail(self.match_id)

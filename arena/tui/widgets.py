@@ -50,6 +50,8 @@ class CurvePlot(PlotextPlot):
             self.refresh()
 
     def render(self):
+        if not self.curves:
+            return Text("")  # nothing to plot yet: the screen's first poll brings the data
         self.redraws += 1
         if self._trace:
             with open(self._trace, "a") as trace:

@@ -1,0 +1,147 @@
+"""A finished (or any) match in detail: curves, final numbers, config, provenance, log.
+
+Given two ids it compares them: both matches' curves overlaid (A and B), numbers side by
+side, and the config keys that differ marked.
+"""
+from __future__ import annotations
+
+import json
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
+
+from arena.render import fmt
+from arena.tui.data import Event, MatchInfo, Point
+from arena.tui.widgets import CurvePlot, Curves
+
+NUMBERS = (("status", "status"), ("defender", "defender"), ("attacker", "attacker"), ("label_mode", "label mode"),
+           ("dataset", "data set"), ("pool", "query pool"), ("query_budget", "query budget"), ("seed", "seed"),
+           ("device", "device"), ("victim_accuracy", "victim accuracy"), ("defender_accuracy", "defender clean acc"),
+           ("clone_accuracy", "clone accuracy"), ("best_clone_accuracy", "best clone acc"),
+           ("fidelity_served", "fidelity (served)"), ("fidelity_victim", "fidelity (victim)"),
+           ("queries_used", "queries used"), ("serving_seconds_per_query", "serving us/query"),
+           ("queries_per_second", "queries/s"), ("wall_seconds", "wall time s"), ("error", "error"))
+
+
+def flatten(value, prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> {'a.b': 'value'} for a two-column table."""
+    if isinstance(value, dict) and value:
+        out: dict[str, str] = {}
+        for key in sorted(value):
+            out.update(flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return {prefix or "value": text}
+
+
+class DetailScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "compare", "Compare with…"),
+        Binding("l", "live", "Live view"),
+        Binding("question_mark", "app.help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, match_ids: list[int]) -> None:
+        super().__init__()
+        self.match_ids = list(match_ids)[:2]
+        self.matches: list[MatchInfo] = []
+        self.points: list[list[Point]] = []
+
+    @property
+    def comparing(self) -> bool:
+        return len(self.match_ids) == 2
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="detail-title")
+        with TabbedContent(id="detail-tabs"):
+            with TabPane("Curves", id="tab-curves"):
+                yield CurvePlot(id="detail-plot")
+            with TabPane("Numbers", id="tab-numbers"):
+                yield DataTable(id="detail-numbers", cursor_type="row", zebra_stripes=True)
+            with TabPane("Config", id="tab-config"):
+                yield DataTable(id="detail-config", cursor_type="row", zebra_stripes=True)
+            with TabPane("Provenance", id="tab-provenance"):
+                yield DataTable(id="detail-provenance", cursor_type="row", zebra_stripes=True)
+            with TabPane("Log", id="tab-log"):
+                yield RichLog(id="detail-log", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "compare " + " vs ".join(f"#{i}" for i in self.match_ids) if self.comparing \
+            else f"match #{self.match_ids[0]}"
+        self._load()
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self) -> None:
+        store = self.app.store
+        matches, points, events = [], [], []
+        for match_id in self.match_ids:
+            match = store.match(match_id)
+            if match is None:
+                self.app.call_from_thread(self._missing, match_id)
+                return
+            matches.append(match)
+            points.append(store.points(match_id))
+            events.append(store.events(match_id))
+        self.app.call_from_thread(self._show, matches, points, events)
+
+    def _missing(self, match_id: int) -> None:
+        self.query_one("#detail-title", Static).update(f"match #{match_id} is not in this database")
+
+    def _show(self, matches: list[MatchInfo], points: list[list[Point]], events: list[list[Event]]) -> None:
+        self.matches, self.points = matches, points
+        labels = ["A", "B"] if self.comparing else [""]
+        title = Text()
+        for label, match in zip(labels, matches):
+            if title:
+                title.append("\n")
+            title.append(f"{label + ': ' if label else ''}{match.title}", style="bold")
+            title.append(f"  seed {match.seed} · {match.status}")
+        self.query_one("#detail-title", Static).update(title)
+        self.query_one(CurvePlot).show([Curves(label, tuple(p), m.defender_accuracy, m.query_budget)
+                                        for label, m, p in zip(labels, matches, points)])
+        headers = [f"#{m.id} ({label})" if label else f"#{m.id}" for label, m in zip(labels, matches)]
+        self._fill("#detail-numbers", headers,
+                   [(title, [fmt(key, getattr(m, key)) for m in matches]) for key, title in NUMBERS])
+        self._fill_flat("#detail-config", headers, [m.config for m in matches])
+        self._fill_flat("#detail-provenance", headers, [{"provenance": m.provenance, "details": m.details}
+                                                        for m in matches])
+        log = self.query_one("#detail-log", RichLog)
+        for label, match_events in zip(labels, events):
+            for event in match_events:
+                stamp = event.created_at.astimezone().strftime("%H:%M:%S") if event.created_at else ""
+                log.write(Text.assemble((f"{label} " if label else "", "bold"), (stamp + " ", "dim"),
+                                        (event.message.rstrip(), "red" if event.kind == "error" else "")))
+
+    def _fill(self, selector: str, headers: list[str], rows: list[tuple[str, list[str]]]) -> None:
+        table = self.query_one(selector, DataTable)
+        table.clear(columns=True)
+        table.add_columns("", *headers)
+        if self.comparing:
+            table.add_column("", key="diff")
+        for name, values in rows:
+            cells = [name, *values]
+            if self.comparing:
+                cells.append("≠" if values[0] != values[1] else "")
+            table.add_row(*cells)
+
+    def _fill_flat(self, selector: str, headers: list[str], values: list[dict]) -> None:
+        flat = [flatten(v) for v in values]
+        keys = sorted(set().union(*flat))
+        self._fill(selector, headers, [(key, [f.get(key, "-") for f in flat]) for key in keys])
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_compare(self) -> None:
+        self.app.pick_and_compare(self.match_ids[0])
+
+    def action_live(self) -> None:
+        self.app.show_live(self.match_ids[0])

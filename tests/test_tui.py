@@ -1,0 +1,372 @@
+"""`arena tui` on a database of recorded matches: leaderboard, filters, sorting, details,
+comparison, the new-match form's inline validation, help, 80x24 text captures and NO_COLOR.
+
+No match is played here (see test_tui_live.py); the registries' catalog is read in-process."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from textual.widgets import DataTable, Input, Select, Static
+
+from arena.tui import catalog as catalog_module
+from arena.tui.app import ArenaApp
+from arena.tui.catalog import Catalog
+from arena.tui.detail import DetailScreen, flatten
+from arena.tui.dialogs import HelpScreen, PickMatchScreen
+from arena.tui.launcher import MatchForm, Settings, check_form, field_for, run_command
+from arena.tui.leaderboard import LeaderboardScreen
+from arena.tui.live import LiveScreen, estimate_eta
+from arena.tui.new_match import NewMatchScreen
+from arena.tui.widgets import CurvePlot
+from engines.spec import MatchSpec
+from storage import open_database, queries
+
+SIZE = (80, 24)
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text (one line per row)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; the screen shows:\n{screen_text(pilot.app)}")
+        await pilot.pause(0.05)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.from_dict(catalog_module.collect())
+
+
+def _checkpoint(engine, match_id, index, queries_used, clone, fidelity):
+    queries.add_checkpoint(engine, match_id, index, {
+        "queries_used": queries_used, "clone_accuracy": clone, "best_clone_accuracy": clone,
+        "fidelity_served": fidelity, "fidelity_victim": fidelity, "wall_seconds": 1.0 + index, "serving_seconds": 0.01})
+
+
+@pytest.fixture
+def db(tmp_path):
+    """Four recorded matches: three done (soft twice, hard once), one running with two checkpoints."""
+    path = str(tmp_path / "arena.db")
+    engine = open_database(path)
+    specs = [MatchSpec(attacker="knockoff", label_mode=mode, query_budget=60, seed=seed, device="cpu")
+             for mode, seed in (("soft", 0), ("hard", 0), ("soft", 1), ("soft", 2))]
+    ids = queries.create_matches(engine, "batch", specs, {"python": "3.11", "torch": "test"})
+    finals = {ids[0]: 0.62, ids[1]: 0.48, ids[2]: 0.55}
+    for match_id, final in finals.items():
+        queries.update_match(engine, match_id, status="running", phase="attacking")
+        queries.update_match(engine, match_id, victim_accuracy=0.97, defender_accuracy=0.96)
+        for index, used in enumerate((2, 8, 60)):
+            _checkpoint(engine, match_id, index, used, final * (index + 1) / 3, final * (index + 1) / 3 + 0.05)
+        queries.update_match(engine, match_id, status="done", phase="done", wall_seconds=10.0)
+    running = ids[3]
+    queries.update_match(engine, running, status="running", phase="attacking", progress_done=20, progress_total=60,
+                         victim_accuracy=0.97, defender_accuracy=0.96)
+    queries.add_event(engine, running, "phase", "attacking: knockoff (soft), budget 60")
+    _checkpoint(engine, running, 0, 2, 0.2, 0.25)
+    _checkpoint(engine, running, 1, 8, 0.3, 0.35)
+    engine.dispose()
+    return path, ids
+
+
+def plot_points(app) -> int:
+    """Points drawn by the current screen's plot (-1 while it has none mounted)."""
+    plots = app.screen.query(CurvePlot)
+    return plots.first().point_count if plots else -1
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def board_ids(app) -> list[int]:
+    table = app.screen.query_one("#board", DataTable)
+    return [int(key.value) for key in table.rows]
+
+
+# -- leaderboard --------------------------------------------------------------------------------
+def test_leaderboard_lists_ranks_filters_and_sorts(db, catalog, tmp_path):
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(board_ids(app)) == 4)
+            assert isinstance(app.screen, LeaderboardScreen)
+            # the running match first, then the soft arena ranked by clone accuracy, then hard
+            assert board_ids(app)[0] == ids[3]
+            screen = app.screen
+            ranks = {row.id: row.rank for row in screen.rows}
+            assert ranks[ids[2]] == 1 and ranks[ids[0]] == 2 and ranks[ids[1]] == 1 and ranks[ids[3]] is None
+            # sort by clone accuracy (s cycles: arena -> id -> clone_accuracy), reversed with r
+            await pilot.press("s", "s")
+            assert screen.sort_key == "clone_accuracy"
+            # (the running match's clone accuracy is its last checkpoint's, 30 %)
+            assert board_ids(app) == [ids[3], ids[1], ids[2], ids[0]]
+            await pilot.press("r")
+            assert board_ids(app) == [ids[0], ids[2], ids[1], ids[3]]
+            # filter on the label mode through the filter menu
+            screen.query_one("#filter-label_mode", Select).value = "hard"
+            await until(pilot, lambda: board_ids(app) == [ids[1]])
+            screen.query_one("#filter-label_mode", Select).clear()
+            screen.query_one("#filter-status", Select).value = "running"
+            await until(pilot, lambda: board_ids(app) == [ids[3]])
+
+    run(scenario())
+
+
+def test_leaderboard_picks_up_new_matches_while_open(db, catalog, tmp_path):
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(board_ids(app)) == 4)
+            engine = open_database(path)
+            new = queries.create_matches(engine, "b2", [MatchSpec(query_budget=60, device="cpu")], {})[0]
+            engine.dispose()
+            await until(pilot, lambda: new in board_ids(app), timeout=5)
+
+    run(scenario())
+
+
+def test_enter_opens_live_view_for_running_and_details_for_finished(db, catalog, tmp_path):
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: len(board_ids(app)) == 4)
+            await pilot.press("enter")  # cursor on the running match
+            assert isinstance(app.screen, LiveScreen) and app.screen.match_id == ids[3]
+            plot = app.screen.query_one(CurvePlot)
+            await until(pilot, lambda: plot.point_count == 2 and plot.redraws > 0)
+            assert plot.curves[0].reference == pytest.approx(0.96)
+            text = screen_text(app)
+            assert "phase: attacking" in text and "queries 20/60" in text and "checkpoints 2" in text
+            assert "attacking: knockoff (soft), budget 60" in text  # the log panel
+            # a checkpoint written by the worker reaches the plot on the next poll
+            engine = open_database(path)
+            _checkpoint(engine, ids[3], 2, 30, 0.4, 0.45)
+            engine.dispose()
+            await until(pilot, lambda: plot.point_count == 3, timeout=5)
+            await pilot.press("escape")
+            assert isinstance(app.screen, LeaderboardScreen)
+            await pilot.press("down", "enter")
+            assert isinstance(app.screen, DetailScreen)
+            plot = app.screen.query_one(CurvePlot)
+            await until(pilot, lambda: plot.point_count == 3)
+            assert "seed" in screen_text(app) and "done" in screen_text(app)
+
+    run(scenario())
+
+
+def test_compare_overlays_two_matches(db, catalog, tmp_path):
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(board_ids(app)) == 4)
+            await pilot.press("down", "space", "down", "c")  # mark the 2nd row, compare with the 3rd
+            assert isinstance(app.screen, DetailScreen) and app.screen.comparing
+            plot = app.screen.query_one(CurvePlot)
+            await until(pilot, lambda: plot.point_count == 6)
+            assert [c.label for c in plot.curves] == ["A", "B"]
+            await pilot.press("right")  # Numbers tab
+            await pilot.pause()
+            numbers = app.screen.query_one("#detail-numbers", DataTable)
+            rows = {numbers.get_row_at(i)[0]: numbers.get_row_at(i) for i in range(numbers.row_count)}
+            assert rows["clone accuracy"][3] == "≠" and rows["attacker"][3] == ""
+            # from a match's details, c opens the picker
+            await pilot.press("escape", "enter")
+            await until(pilot, lambda: isinstance(app.screen, (DetailScreen, LiveScreen)))
+            await pilot.press("escape")
+            await pilot.press("down", "enter")
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+            await pilot.press("c")
+            assert isinstance(app.screen, PickMatchScreen) and len(app.screen.candidates) == 3
+            await pilot.press("enter")
+            assert isinstance(app.screen, DetailScreen) and len(app.screen.match_ids) == 2
+
+    run(scenario())
+
+
+def test_cancel_key_requests_cancellation_of_a_queued_match(db, catalog, tmp_path):
+    path, ids = db
+    engine = open_database(path)
+    queued = queries.create_matches(engine, "b3", [MatchSpec(query_budget=60, device="cpu")], {})[0]
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            app.show_live(queued)
+            await until(pilot, lambda: isinstance(app.screen, LiveScreen) and app.screen.match is not None)
+            await pilot.press("x")
+            await until(pilot, lambda: app.screen.match.status == "cancelled", timeout=5)
+            assert "cancelled" in screen_text(app)
+
+    run(scenario())
+    assert queries.get_match(engine, queued).cancel_requested
+    engine.dispose()
+
+
+# -- the new-match form -------------------------------------------------------------------------
+def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
+    path, _ = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("n")
+            screen = app.screen
+            assert isinstance(screen, NewMatchScreen)
+            await until(pilot, lambda: screen.ready)
+            options = {name: [v for _, v in screen.query_one(f"#in-{name}", Select)._options]
+                       for name in ("defender", "attacker", "dataset", "device")}
+            assert options["defender"] == list(catalog.defenders) and "knockoff" in options["attacker"]
+            assert "mnist5k" in options["dataset"] and options["device"][:2] == ["auto", "cpu"]
+            # the label modes follow the attacker
+            screen.query_one("#in-attacker", Select).value = "dfme"
+            await pilot.pause()
+            labels = [v for _, v in screen.query_one("#in-label_mode", Select)._options]
+            assert labels == list(catalog.attackers["dfme"].label_modes)
+            assert screen.query_one("#in-budget", Input).placeholder == f"default {catalog.attackers['dfme'].default_budget}"
+            screen.query_one("#in-attacker", Select).value = "knockoff"
+            await pilot.pause()
+            # bad numbers: messages under the fields, and nothing is started
+            screen.query_one("#in-budget", Input).value = "-5"
+            screen.query_one("#in-seed", Input).value = "-1"
+            await pilot.pause()
+            budget_error = screen.query_one("#err-budget", Static)
+            assert budget_error.display and "above 0" in str(budget_error.render())
+            assert screen.query_one("#err-seed", Static).display
+            await pilot.press("ctrl+s")
+            assert isinstance(app.screen, NewMatchScreen) and not screen.starting
+            screen.query_one("#in-budget", Input).value = "60"
+            screen.query_one("#in-seed", Input).value = "3"
+            await pilot.pause()
+            assert not screen.query_one("#err-budget", Static).display
+            assert screen.read_form() == MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft",
+                                                   "60", "3", "auto")
+            await pilot.press("escape")
+            assert isinstance(app.screen, LeaderboardScreen)
+
+    run(scenario())
+
+
+def test_check_form_and_command_line(catalog):
+    good = MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "hard", "", "0", "cuda:1")
+    assert check_form(good, catalog) == {}
+    bad = MatchForm("nope", "dfme", "mnist5k", "nowhere", "hard", "0", "x", "gpu")
+    assert set(check_form(bad, catalog)) == {"defender", "pool", "label_mode", "budget", "seed", "device"}
+    settings = Settings(db_url="sqlite:///x.db", data_root="/d", cache_dir="/c", run_config="/tiny.toml")
+    args = run_command(MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "2", "cpu"),
+                       settings)
+    assert args[1:5] == ["-m", "arena.cli", "run", "--enqueue"]
+    pairs = dict(zip(args[5::2], args[6::2]))
+    assert pairs["--budget"] == "60" and pairs["--seed"] == "2" and pairs["--config"] == "/tiny.toml"
+    assert pairs["--db"] == "sqlite:///x.db" and pairs["--label"] == "soft"
+    assert "--budget" not in run_command(good, settings)  # empty: the attacker's default
+    assert field_for("knockoff samples without replacement: budget 5000 exceeds the query pool") == "budget"
+    assert field_for("data set 'cifar10' not found under --data-root 'data'") == "dataset"
+    assert field_for("something else entirely") is None
+
+
+def test_estimate_eta():
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert estimate_eta(now - timedelta(seconds=30), 30, 90, now) == pytest.approx(60)
+    assert estimate_eta(now, 0, 90, now) is None and estimate_eta(None, 5, 10, now) is None
+
+
+def test_flatten_nested_config():
+    assert flatten({"a": 1, "b": {"c": "x", "d": [1, 2]}, "e": {}}) == {"a": "1", "b.c": "x", "b.d": "[1, 2]", "e": "{}"}
+
+
+# -- text captures of the main screens, at 80x24 and larger ---------------------------------
+@pytest.mark.parametrize("size", [SIZE, (120, 40)])
+def test_main_screens_fit_the_terminal(db, catalog, tmp_path, size):
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        captures = {}
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: len(board_ids(app)) == 4)
+            captures["leaderboard"] = screen_text(app)
+            await pilot.press("enter")
+            await until(pilot, lambda: plot_points(app) == 2)
+            captures["live"] = screen_text(app)
+            await pilot.press("escape", "down", "enter")
+            await until(pilot, lambda: plot_points(app) == 3)
+            await pilot.pause(0.1)
+            captures["detail"] = screen_text(app)
+            await pilot.press("escape", "n")
+            await until(pilot, lambda: app.screen.ready)
+            captures["form"] = screen_text(app)
+            await pilot.press("escape", "question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            captures["help"] = screen_text(app)
+        return captures
+
+    captures = run(scenario())
+    for name, text in captures.items():
+        lines = text.splitlines()
+        assert len(lines) == size[1] and all(len(line) <= size[0] for line in lines), name
+    assert "n New match" in captures["leaderboard"] and "q Quit" in captures["leaderboard"]
+    assert "undefended" in captures["leaderboard"] and "running" in captures["leaderboard"]
+    assert "x Cancel match" in captures["live"] and "queries 20/60" in captures["live"]
+    assert "clone acc" in captures["live"] and "defender clean" in captures["live"]
+    assert "Curves" in captures["detail"] and "Numbers" in captures["detail"] and "clone acc" in captures["detail"]
+    for label in ("defender", "attacker", "data set", "query pool", "label mode", "budget", "seed", "device",
+                  "Start match"):
+        assert label in captures["form"], label
+    assert "Keyboard help" in captures["help"] and "cancel the match" in captures["help"]
+
+
+def test_no_color_plot_uses_marker_shapes(db, catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    path, ids = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        assert app.no_color
+        async with app.run_test(size=SIZE) as pilot:
+            app.compare(ids[0], ids[1])
+            await until(pilot, lambda: isinstance(app.screen, DetailScreen) and plot_points(app) == 6)
+            await pilot.pause(0.1)
+            return screen_text(app)
+
+    text = run(scenario())
+    for legend in ("** A clone acc", "++ A fidelity", "oo B clone acc", "xx B fidelity", "-- A defender clean"):
+        assert legend in text, legend
+
+
+def test_a_worker_that_dies_is_reported(db, catalog, tmp_path):
+    """A worker this UI started that exits non-zero while its match is still queued is reported."""
+    import subprocess
+    import sys
+
+    path, _ = db
+    engine = open_database(path)
+    queued = queries.create_matches(engine, "b4", [MatchSpec(query_budget=60, device="cpu")], {})[0]
+    engine.dispose()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog, log_dir=str(tmp_path / "logs"))
+        async with app.run_test(size=SIZE) as pilot:
+            app.match_started(queued, dead)
+            await until(pilot, lambda: queued in app._reported_exits, timeout=5)
+            assert isinstance(app.screen, LiveScreen)
+
+    run(scenario())
