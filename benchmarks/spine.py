@@ -83,8 +83,9 @@ def main() -> None:
 
     default_threads = torch.get_num_threads()
 
-    lines = [f"Command: `.venv/bin/python benchmarks/spine.py`; {platform.machine()}, {os.cpu_count()} cores, "
-             f"torch {torch.__version__}; `arena run` with torch's default {default_threads} threads.", ""]
+    lines = [f"Command: `ARENA_THREADS={os.environ.get('ARENA_THREADS', default_threads)} .venv/bin/python benchmarks/spine.py`; {platform.machine()}, {os.cpu_count()} cores, "
+             f"torch {torch.__version__}; `arena run` with {os.environ.get('ARENA_THREADS', default_threads)} torch "
+             "thread(s) (set with ARENA_THREADS).", ""]
     if not args.skip_run:
         rows, wall, peak_mb = default_run()
         lines += ["### Default `arena run` (mnist5k, from an empty cache)", "",

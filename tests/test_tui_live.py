@@ -94,6 +94,8 @@ def test_form_starts_a_tiny_match_that_survives_the_ui_and_plots_live(arena, wor
             await until(pilot, lambda: isinstance(app.screen, LiveScreen), timeout=120)
             live = app.screen
             workers.extend(app.spawned.values())
+            if workers[0].poll() is None:  # workers run at a lower priority than the UI
+                assert os.getpriority(os.PRIO_PROCESS, workers[0].pid) == 10
             # wait until the worker is playing, then close the UI under it
             await until(pilot, lambda: live.match is not None and live.match.status == "running", timeout=120)
             return live.match_id

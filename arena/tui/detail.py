@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -63,19 +63,16 @@ class DetailScreen(Screen):
         with TabbedContent(id="detail-tabs"):
             with TabPane("Curves", id="tab-curves"):
                 yield CurvePlot(id="detail-plot")
-            with TabPane("Numbers", id="tab-numbers"):
-                yield DataTable(id="detail-numbers", cursor_type="row", zebra_stripes=True)
-            with TabPane("Config", id="tab-config"):
-                yield DataTable(id="detail-config", cursor_type="row", zebra_stripes=True)
-            with TabPane("Provenance", id="tab-provenance"):
-                yield DataTable(id="detail-provenance", cursor_type="row", zebra_stripes=True)
-            with TabPane("Log", id="tab-log"):
-                yield RichLog(id="detail-log", wrap=True, markup=False)
+            for title, pane_id in (("Numbers", "tab-numbers"), ("Config", "tab-config"),
+                                   ("Provenance", "tab-provenance"), ("Log", "tab-log")):
+                yield TabPane(title, id=pane_id)  # filled when first shown: a faster first frame
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "compare " + " vs ".join(f"#{i}" for i in self.match_ids) if self.comparing \
             else f"match #{self.match_ids[0]}"
+        self.filled: set[str] = set()
+        self.events: list[list[Event]] = []
         self._load()
 
     @work(thread=True, exit_on_error=False)
@@ -95,34 +92,54 @@ class DetailScreen(Screen):
     def _missing(self, match_id: int) -> None:
         self.query_one("#detail-title", Static).update(f"match #{match_id} is not in this database")
 
+    @property
+    def labels(self) -> list[str]:
+        return ["A", "B"] if self.comparing else [""]
+
     def _show(self, matches: list[MatchInfo], points: list[list[Point]], events: list[list[Event]]) -> None:
-        self.matches, self.points = matches, points
-        labels = ["A", "B"] if self.comparing else [""]
+        self.matches, self.points, self.events = matches, points, events
         title = Text()
-        for label, match in zip(labels, matches):
+        for label, match in zip(self.labels, matches):
             if title:
                 title.append("\n")
             title.append(f"{label + ': ' if label else ''}{match.title}", style="bold")
             title.append(f"  seed {match.seed} · {match.status}")
         self.query_one("#detail-title", Static).update(title)
         self.query_one(CurvePlot).show([Curves(label, tuple(p), m.defender_accuracy, m.query_budget)
-                                        for label, m, p in zip(labels, matches, points)])
-        headers = [f"#{m.id} ({label})" if label else f"#{m.id}" for label, m in zip(labels, matches)]
-        self._fill("#detail-numbers", headers,
-                   [(title, [fmt(key, getattr(m, key)) for m in matches]) for key, title in NUMBERS])
-        self._fill_flat("#detail-config", headers, [m.config for m in matches])
-        self._fill_flat("#detail-provenance", headers, [{"provenance": m.provenance, "details": m.details}
-                                                        for m in matches])
-        log = self.query_one("#detail-log", RichLog)
-        for label, match_events in zip(labels, events):
-            for event in match_events:
-                stamp = event.created_at.astimezone().strftime("%H:%M:%S") if event.created_at else ""
-                log.write(Text.assemble((f"{label} " if label else "", "bold"), (stamp + " ", "dim"),
-                                        (event.message.rstrip(), "red" if event.kind == "error" else "")))
+                                        for label, m, p in zip(self.labels, matches, points)])
+        self.call_later(self._fill_pane, self.query_one(TabbedContent).active)
 
-    def _fill(self, selector: str, headers: list[str], rows: list[tuple[str, list[str]]]) -> None:
-        table = self.query_one(selector, DataTable)
-        table.clear(columns=True)
+    @on(TabbedContent.TabActivated)
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        await self._fill_pane(event.pane.id)
+
+    async def _fill_pane(self, pane_id: str | None) -> None:
+        if not self.matches or pane_id in self.filled or pane_id in (None, "tab-curves"):
+            return
+        self.filled.add(pane_id)
+        pane = self.query_one(f"#{pane_id}", TabPane)
+        matches = self.matches
+        headers = [f"#{m.id} ({label})" if label else f"#{m.id}" for label, m in zip(self.labels, matches)]
+        if pane_id == "tab-log":
+            log = RichLog(id="detail-log", wrap=True, markup=False)
+            await pane.mount(log)
+            for label, match_events in zip(self.labels, self.events):
+                for event in match_events:
+                    stamp = event.created_at.astimezone().strftime("%H:%M:%S") if event.created_at else ""
+                    log.write(Text.assemble((f"{label} " if label else "", "bold"), (stamp + " ", "dim"),
+                                            (event.message.rstrip(), "red" if event.kind == "error" else "")))
+            return
+        table = DataTable(id=pane_id.replace("tab-", "detail-"), cursor_type="row", zebra_stripes=True)
+        await pane.mount(table)
+        if pane_id == "tab-numbers":
+            rows = [(title, [fmt(key, getattr(m, key)) for m in matches]) for key, title in NUMBERS]
+        elif pane_id == "tab-config":
+            rows = self._flat_rows([m.config for m in matches])
+        else:
+            rows = self._flat_rows([{"provenance": m.provenance, "details": m.details} for m in matches])
+        self._fill(table, headers, rows)
+
+    def _fill(self, table: DataTable, headers: list[str], rows: list[tuple[str, list[str]]]) -> None:
         table.add_columns("", *headers)
         if self.comparing:
             table.add_column("", key="diff")
@@ -132,10 +149,10 @@ class DetailScreen(Screen):
                 cells.append("≠" if values[0] != values[1] else "")
             table.add_row(*cells)
 
-    def _fill_flat(self, selector: str, headers: list[str], values: list[dict]) -> None:
+    @staticmethod
+    def _flat_rows(values: list[dict]) -> list[tuple[str, list[str]]]:
         flat = [flatten(v) for v in values]
-        keys = sorted(set().union(*flat))
-        self._fill(selector, headers, [(key, [f.get(key, "-") for f in flat]) for key in keys])
+        return [(key, [f.get(key, "-") for f in flat]) for key in sorted(set().union(*flat))]
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -88,8 +88,9 @@ class _ActiveThief(Attacker):
         p = self.params
         plan = self.plan(query_budget)
         if plan[1] < 1 or plan[2] < p.iterations:
-            raise ArenaError(f"{self.name} needs a seed set and at least one image per iteration: budget {query_budget} "
-                             f"is too small for {p.iterations} iterations; raise --budget or lower iterations")
+            raise ArenaError(f"{self.name} needs a seed set and at least one image per iteration: budget "
+                             f"{query_budget} is too small for {p.iterations} iterations; raise --budget or lower "
+                             "iterations")
 
     def plan(self, budget: int) -> tuple[int, int, int]:
         """(validation, seed, selected over all iterations) query counts for a budget."""

@@ -145,7 +145,7 @@ def augmentation_chain(channels: int, p: AugmentedParams) -> v2.Compose:
 
 @ATTACKERS.register("augmented-queries")
 class AugmentedQueries(_PoolKnockoff):
-    description = "adaptive: queries augmented pool images with MISLEADER's own augmentation (data-based; soft/hard/top-k)"
+    description = "adaptive: queries pool images augmented by MISLEADER's own query augmentation (data-based)"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 3600
     Params = AugmentedParams

@@ -180,7 +180,8 @@ class _Dfms(Attacker):
         generator.train()
         inputs = torch.cat([to_floats(proxy[picks]), samples]) if warm else torch.empty(0, *ctx.image_shape)
         answers = query_all(oracle, inputs, ctx) if warm else torch.empty(0)
-        steps_total = math.ceil(oracle.remaining / p.batch_size) + p.warmup_epochs * math.ceil(max(1, warm) / p.batch_size)
+        steps_total = math.ceil(oracle.remaining / p.batch_size) * (1 + p.replay_steps) \
+            + p.warmup_epochs * math.ceil(max(1, warm) / p.batch_size)
         opt_c = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=p.momentum, weight_decay=p.weight_decay)
         sched_c = torch.optim.lr_scheduler.CosineAnnealingLR(opt_c, T_max=max(1, steps_total))
 

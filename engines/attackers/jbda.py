@@ -69,7 +69,7 @@ def jacobian_step(clone, images: torch.Tensor, labels: torch.Tensor, lam: float,
 
 @ATTACKERS.register("jbda")
 class Jbda(Attacker):
-    description = "JBDA (Papernot et al.): seed set grown with Jacobian-sign steps of the clone (data-based; soft/hard/top-k)"
+    description = "JBDA (Papernot et al.): seed set grown by Jacobian-sign steps of the clone (data-based)"
     family = "data-based"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 3200

@@ -38,9 +38,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import answer_labels, flat_pixels, kmeans, query_all, targets_from_answers, to_floats
+from engines.attackers._common import (answer_labels, clone_loss, flat_pixels, kmeans, query_all,
+                                       targets_from_answers, to_floats)
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
 from engines.attackers.knockoff import KnockoffParams, train_clone_on_answers
 from engines.errors import ArenaError
@@ -165,7 +167,7 @@ class KnockoffAdaptive(Attacker):
                 images = pool[torch.tensor(picks)]
                 answer = query_all(oracle, images, ctx)
                 targets = targets_from_answers(answer, oracle)
-                probs = targets if targets.ndim == 2 else torch.nn.functional.one_hot(targets, oracle.num_classes).float()
+                probs = targets if targets.ndim == 2 else F.one_hot(targets, oracle.num_classes).float()
                 x = to_floats(images).to(ctx.device)
                 online.eval()
                 with torch.no_grad():
@@ -186,8 +188,7 @@ class KnockoffAdaptive(Attacker):
                         reward = float(raw[{"cert": 0, "div": 1, "loss": 2}[p.reward]])
                     bandit.update(action, reward)
                 online.train()
-                loss = torch.nn.functional.cross_entropy(online(x), targets.to(ctx.device)) if targets.ndim == 1 \
-                    else -(targets.to(ctx.device) * torch.log_softmax(online(x), 1)).sum(1).mean()
+                loss = clone_loss(online(x), targets.to(ctx.device))
                 online_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 online_opt.step()

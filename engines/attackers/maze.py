@@ -163,8 +163,8 @@ class Maze(Attacker):
                     clone_step(xr.to(ctx.device), ar.to(ctx.device))
             sched_s.step()
             sched_g.step()
-            ctx.progress(oracle.queries_used, oracle.query_budget,
-                         f"iteration {iteration + 1}/{iterations}: clone KL {clone_loss:.3f}, generator KL {gen_kl:.3f}")
+            ctx.progress(oracle.queries_used, oracle.query_budget, f"iteration {iteration + 1}/{iterations}: "
+                         f"clone KL {clone_loss:.3f}, generator KL {gen_kl:.3f}")
             clone.eval()
             ctx.checkpoint_if_due(clone, oracle.queries_used)
         while oracle.remaining > 0:  # fewer queries left than one iteration: clone steps on fresh samples
