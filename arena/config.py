@@ -18,7 +18,7 @@ from engines.errors import ArenaError
 from engines.spec import MatchSpec
 
 # What `arena run` plays with no options: every defender of the lineup against each attack.
-DEFAULT_DEFENDERS = ["undefended"]
+DEFAULT_DEFENDERS = ["undefended", "misleader"]
 DEFAULT_ATTACKS = [
     {"attacker": "knockoff", "label_mode": "soft"},
     {"attacker": "knockoff", "label_mode": "hard"},

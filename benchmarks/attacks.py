@@ -2,7 +2,7 @@
 budget), the DFME and MAZE curves (`arena show`), adaptive against random KnockoffNets on a
 contaminated pool, and the defence-aware attackers against `misleader` where it is installed.
 
-    flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/attacks.py           # full (~30-45 min, 2 cores)
+    .venv/bin/python benchmarks/attacks.py                                     # full (~30 min, 1 thread)
     .venv/bin/python benchmarks/attacks.py --quick                             # smoke run, tiny budgets
 
 Matches are recorded in a benchmark database (default /tmp/arena-bench-attacks/attacks.db)
@@ -68,11 +68,11 @@ QUICK_VICTIM = {"arch": None, "train": {"epochs": 2, "batch_size": 128, "lr": 0.
 
 # each paper's setting, for the comparison notes (settings, not numbers we could not check)
 PAPER = {
-    "knockoff": "ResNet-34 knockoffs (ImageNet-pretrained), natural-image pools unrelated to the task, 60k-100k queries",
+    "knockoff": "ResNet-34 knockoffs (ImageNet-pretrained), natural-image query sets (ILSVRC, OpenImages) unrelated to the task, tens of thousands of queries",
     "knockoff-adaptive": "same as random KnockoffNets, actions = classes of a labelled hierarchical pool",
     "jbda": "MNIST, 150 seeds from the test set, 6 rounds; substitutes around 80 % accurate",
-    "activethief-kcenter": "thief data: a 120k-image ImageNet subset, budgets 10k-20k",
-    "activethief-uncertainty": "thief data: a 120k-image ImageNet subset, budgets 10k-20k",
+    "activethief-kcenter": "thief data: an unlabelled ImageNet subset, budgets in the tens of thousands",
+    "activethief-uncertainty": "thief data: an unlabelled ImageNet subset, budgets in the tens of thousands",
     "dfme": "MNIST, 2M queries",
     "maze": "FashionMNIST 5M, CIFAR-10 30M queries",
     "dfms-hl": "CIFAR-10, proxy CIFAR-100 subset or 50k synthetic images, 8M hard-label queries",
@@ -220,8 +220,12 @@ def main() -> None:
     parser.add_argument("--db", default="/tmp/arena-bench-attacks/attacks.db")
     parser.add_argument("--cache-dir", default=str(ROOT / ".arena" / "cache"))
     parser.add_argument("--skip-misleader", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on 2 shared cores more threads ran far slower)")
     args = parser.parse_args()
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from engines.attackers import ATTACKERS
     from engines.defenders import DEFENDERS
@@ -257,7 +261,7 @@ def main() -> None:
 
     victim_acc = next(iter(results.values()))["victim"]
     lines = [
-        f"Command: `flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/attacks.py{' --quick' if args.quick else ''}`; "
+        f"Command: `.venv/bin/python benchmarks/attacks.py{' --quick' if args.quick else ''}`; "
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device cpu, seed 0. Total wall time {total / 60:.1f} min (victim cached; attack time excludes it).",
         "",
@@ -359,9 +363,10 @@ NOTES: dict[str, str] = {
     "activethief-uncertainty": "Not below: the pool is in-distribution MNIST rather than ImageNet images.",
     "dfme": "Below, by budget: 120k queries are 6 % of the paper's 2M and the curve above is still rising at "
             "the end (its CPU-scale preset is documented in engines/attackers/dfme.py).",
-    "maze": "Not below at 6 % of the paper's smallest budget, with the CPU-scale lr_gen; with the paper's lr_gen "
-            "the generator barely moves in 156 iterations (preset table).",
-    "dfms-hl": "Below, by budget: 30k labels are 0.4 % of the paper's 8M; the clone sees ~470 generator batches. "
+    "maze": "Not below at 6 % of the paper's FashionMNIST budget, with the CPU-scale lr_gen; with the paper's "
+            "lr_gen the same budget ends far lower (preset table): the generator learns too slowly for this few "
+            "iterations.",
+    "dfms-hl": "Below, by budget: 30k labels are 0.4 % of the paper's 8M. "
                "The victim answers most of its synthetic-shapes proxy with one class (shares under the first "
                "table), so the warm start is skewed and the class-diversity term has to pull the generator to the other classes first.",
     "dfms-sl": "As dfms-hl (same budget and proxy); soft labels do not help at this budget.",

@@ -1,7 +1,7 @@
 """MISLEADER benchmark on mnist5k: utility, extraction, serving cost, training cost, and the
 investigation of whether (and why) the defence reduces extraction.
 
-    flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/misleader.py            # full run
+    .venv/bin/python benchmarks/misleader.py                                       # full run, 1 thread
     .venv/bin/python benchmarks/misleader.py --quick                               # smoke run
 
 Parts (all by default; `--parts grid,serving` to pick):
@@ -207,29 +207,50 @@ SELECT_LAMBDA = [0.0, 0.1, 0.5, 1.0, 2.0, 5.0]
 MNIST_ARCHS = ["lenet5", "lenet5_half", "lenet5_fifth"]
 
 
-def _train_only(cache: str, members: list[dict], seed: int, extra: dict, victim: dict | None) -> dict:
-    """Train (or load) a misleader ensemble for the seed's default victim; return its facts plus
-    the ensemble's and the victim's validation accuracy."""
+def _defender_for(cache: str, name: str, params: dict, seed: int, victim: dict | None):
+    """Build and prepare a defender (trained, or loaded from the cache) for the seed's victim.
+
+    Returns (defender, facts, splits, victim model)."""
     from engines.artifacts import ArtifactStore
     from engines.data import load_dataset
     from engines.defenders import DEFENDERS, DefenderContext
     from engines.match import load_victim
-    from engines.training import accuracy
 
     cpu = torch.device("cpu")
     spec = MatchSpec(device="cpu", seed=seed, **({"victim": victim} if victim else {})).resolve()
     store = ArtifactStore(cache)
     splits = load_dataset(spec.dataset, "data", cache)
     model, key, _ = load_victim(spec, splits, store, cpu, Quiet())
-    cls = DEFENDERS.get("misleader")
-    params = cls.Params.model_validate({"members": members, **extra})
-    defender = cls(params, DefenderContext(victim=model, victim_key=key, splits=splits, device=cpu, store=store, seed=seed))
-    facts = defender.prepare()
+    cls = DEFENDERS.get(name)
+    defender = cls(cls.Params.model_validate(params),
+                   DefenderContext(victim=model, victim_key=key, splits=splits, device=cpu, store=store, seed=seed))
+    facts = defender.prepare() or {}
+    return defender, facts, splits, model
+
+
+def _train_only(cache: str, members: list[dict], seed: int, extra: dict, victim: dict | None) -> dict:
+    """Train (or load) a misleader ensemble; return its facts plus the ensemble's and the
+    victim's validation accuracy."""
+    from engines.training import accuracy
+
+    defender, facts, splits, model = _defender_for(cache, "misleader", {"members": members, **extra}, seed, victim)
     with torch.inference_mode():
         served = defender.serve(splits.defender_val.floats()).argmax(1)
     facts["ensemble_val_accuracy"] = (served == splits.defender_val.labels).float().mean().item()
-    facts["victim_val_accuracy"] = accuracy(model, splits.defender_val, cpu)
+    facts["victim_val_accuracy"] = accuracy(model, splits.defender_val, torch.device("cpu"))
     return facts
+
+
+def _entropies(cache: str, name: str, params: dict, seed: int, victim: dict | None) -> tuple[float, float]:
+    """Mean entropy (nats) of the served probabilities on test images and on uniform-noise images."""
+    defender, _, splits, _ = _defender_for(cache, name, params, seed, victim)
+    noise = torch.rand((1000, *splits.image_shape), generator=torch.Generator().manual_seed(seed))
+    out = []
+    with torch.inference_mode():
+        for x in (splits.test.floats(), noise):
+            p = defender.serve(x).clamp_min(1e-12)
+            out.append(float(-(p * p.log()).sum(1).mean()))
+    return out[0], out[1]
 
 
 def run_select(cache: str, quick: bool, victim: dict | None) -> str:
@@ -285,37 +306,41 @@ def run_select(cache: str, quick: bool, victim: dict | None) -> str:
 
 # ----------------------------------------------------------------------------- investigation
 INVESTIGATE = [
-    ("misleader (preset)", {}),
-    ("lambda = 0", {"lam": 0.0}),
-    ("lambda = 2", {"lam": 2.0}),
-    ("lambda = 5", {"lam": 5.0}),
-    ("lambda = 20", {"lam": 20.0}),
-    ("a_iter = 1", {"a_iter": 1}),
-    ("accumulate (public code)", {"attacker_update": "accumulate"}),
+    ("misleader (preset, lambda 1)", "misleader", {}),
+    ("lambda 0 (misleader-lambda0)", "misleader-lambda0", {}),
+    ("lambda 2", "misleader", {"lam": 2.0}),
+    ("lambda 5", "misleader", {"lam": 5.0}),
+    ("a_iter 10 (stronger simulated attacker)", "misleader", {"a_iter": 10}),
+    ("a_iter 5 accumulated, one step (public code)", "misleader", {"attacker_update": "accumulate"}),
 ]
 
 
-def run_investigate(book: MatchBook, cfg: dict) -> str:
+def run_investigate(book: MatchBook, cfg: dict, cache: str) -> str:
     seeds = cfg["seeds"]
-    out = ["Variants of `misleader` (one setting changed) against each attack; clean accuracy and clone "
-           "accuracy (%, test split); final mean KL(member || simulated attacker) on augmented batches and "
-           "the simulated attacker's agreement with its member on validation images, averaged over members.\n",
-           "| variant | clean | KL(member‖sim. attacker) | sim. attacker agreement | "
+    out = ["Variants of `misleader` (one setting changed). Clean accuracy and clone accuracy (%, test split); "
+           "the extraction term's own objective: final mean KL(member || simulated attacker) on augmented "
+           "batches and the simulated attacker's validation agreement with its member (%), averaged over "
+           "members; mean entropy (nats) of the served probabilities on test images and on uniform-noise "
+           "images (DFME's queries start out as noise-like images).\n",
+           "| variant | clean | KL(member‖sim.) | sim. agreement | entropy test | entropy noise | "
            + " | ".join(f"clone, {ATTACK_LABEL[a]}" for a in ATTACKS) + " |",
-           "|---|---|---|---|" + "---|" * len(ATTACKS)]
-    undef = {a: [book.play(defender="undefended", attacker=a[0], label_mode=a[1], seed=s,
-                           query_budget=cfg["budgets"][a[0]], attacker_params=cfg["attacker_params"][a[0]],
-                           victim=cfg["victim"])["clone_accuracy"] for s in seeds] for a in ATTACKS}
-    out.append("| undefended | - | - | - | " + " | ".join(pm(undef[a]) for a in ATTACKS) + " |")
-    for name, params in INVESTIGATE:
-        rows = {a: [book.play(defender="misleader", defender_params={**cfg["defender_params"], **params},
-                              attacker=a[0], label_mode=a[1], seed=s, query_budget=cfg["budgets"][a[0]],
-                              attacker_params=cfg["attacker_params"][a[0]], victim=cfg["victim"]) for s in seeds]
-                for a in ATTACKS}
+           "|---|---|---|---|---|---|" + "---|" * len(ATTACKS)]
+    variants = [("undefended", "undefended", {})] + INVESTIGATE
+    for label, name, params in variants:
+        full_params = {} if name == "undefended" else {**cfg["defender_params"], **params}
+        rows = {a: [book.play(defender=name, defender_params=full_params, attacker=a[0], label_mode=a[1], seed=s,
+                              query_budget=cfg["budgets"][a[0]], attacker_params=cfg["attacker_params"][a[0]],
+                              victim=cfg["victim"]) for s in seeds] for a in ATTACKS}
         first = rows[ATTACKS[0]]
-        ext = [statistics.fmean(m["final_mean_ext"] for m in r["defender"]["members"]) for r in first]
-        agree = [statistics.fmean(m["simulated_attacker_val_agreement"] for m in r["defender"]["members"]) for r in first]
-        out.append(f"| {name} | {pm([r['defender_accuracy'] for r in first])} | {pm(ext, 1.0, 3)} | {pm(agree)} | "
+        ent = [_entropies(cache, name, full_params, s, cfg["victim"]) for s in seeds]
+        if name == "undefended":
+            ext, agree = "-", "-"
+        else:
+            ext = pm([statistics.fmean(m["final_mean_ext"] for m in r["defender"]["members"]) for r in first], 1.0, 3)
+            agree = pm([statistics.fmean(m["simulated_attacker_val_agreement"] for m in r["defender"]["members"])
+                        for r in first])
+        out.append(f"| {label} | {pm([r['defender_accuracy'] for r in first])} | {ext} | {agree} | "
+                   f"{pm([e[0] for e in ent], 1.0, 2)} | {pm([e[1] for e in ent], 1.0, 2)} | "
                    + " | ".join(pm([r["clone_accuracy"] for r in rows[a]]) for a in ATTACKS) + " |")
     return "\n".join(out)
 
@@ -347,7 +372,7 @@ def main() -> None:
         elif part == "serving":
             text = run_serving(args.quick)
         elif part == "investigate":
-            text = run_investigate(book, cfg)
+            text = run_investigate(book, cfg, cache)
         else:
             raise SystemExit(f"unknown part {part!r}; use select, grid, serving, investigate")
         print(text, flush=True)
@@ -358,12 +383,14 @@ def main() -> None:
     print(f"total {time.perf_counter() - started:.0f}s")
     if args.quick:
         return
+    from engines.defenders.misleader import PRESETS
+
     header = (
         "## MISLEADER on mnist5k\n\n"
-        "Command: `flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/misleader.py` "
+        "Command: `.venv/bin/python benchmarks/misleader.py` "
         f"(CPU, {args.threads} torch thread(s); seeds {', '.join(map(str, cfg['seeds']))}; mean ± std over seeds). "
         "Victim: LeNet-5, arena default (40 epochs). Defenders: the `misleader` MNIST preset (3 members, "
-        "20 epochs, batch 128, a_iter 5) and its ablations. Attacks at CPU scale: KnockoffNets random "
+        f"{PRESETS['mnist']['epochs']} epochs, batch {PRESETS['mnist']['batch_size']}, a_iter 5) and its ablations. Attacks at CPU scale: KnockoffNets random "
         f"(in-distribution pool, budget {cfg['budgets']['knockoff']}, default training), DFME (budget "
         f"{cfg['budgets']['dfme']:,}, default settings). Fidelity and accuracy on the 1,000-image test split.\n"
     )

@@ -1,6 +1,6 @@
 """TUI responsiveness while a match trains on the same 2 cores.
 
-    flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/tui_responsiveness.py          # ~5 min
+    .venv/bin/python benchmarks/tui_responsiveness.py                                    # ~5 min, quiet machine
     .venv/bin/python benchmarks/tui_responsiveness.py --quick                            # fewer samples, prints only
 
 What it does:
@@ -230,6 +230,7 @@ def main() -> None:
     env = {**os.environ, "TERM": "xterm-256color", "ARENA_TUI_TRACE": str(trace), "COLUMNS": str(COLS),
            "LINES": str(ROWS)}
     env.pop("NO_COLOR", None)
+    env.pop("ESCDELAY", None)  # Textual's defaults
     term = Terminal([python, "-m", "arena.cli", "tui", *common], env)
     rounds = {nice: {label: [] for _, _, label in CYCLE} for nice in ROUNDS}
     missed: list[str] = []
@@ -289,7 +290,7 @@ def main() -> None:
     lines = [
         "### TUI responsiveness while a match trains",
         "",
-        f"Command: `flock /tmp/arena-cpu.lock .venv/bin/python benchmarks/tui_responsiveness.py"
+        f"Command: `.venv/bin/python benchmarks/tui_responsiveness.py"
         f"{' --quick' if args.quick else ''}`. Machine: {os.cpu_count()} CPU cores ({platform.machine()}), "
         f"Python {platform.python_version()}. A KnockoffNets match (budget 1200, {MATCH_CHECKPOINTS} checkpoints, "
         f">= 1000 SGD steps each) trained in an `arena worker` process on every core throughout "
@@ -326,9 +327,14 @@ def main() -> None:
         f"{f'{1000 * statistics.median(delays):.0f} ms over {len(delays)} checkpoints' if delays else '-'} |",
         f"| keypresses without the expected frame within 10 s | {len(missed)} |",
         "",
-        "The transitions made with escape include Textual's ESCDELAY (100 ms by default): a lone ESC byte is only "
-        "known not to start an escape sequence once that time has passed. The plot is redrawn when new "
-        "checkpoints arrive (the live view polls the database twice a second) and on resize, never on a timer.",
+        "The transitions made with escape include about 100 ms of escape delay: a lone ESC byte is only known not "
+        "to start a key sequence once no further byte has come, and Textual's input thread decides that when its "
+        "100 ms wait for input expires (lowering ESCDELAY does not shorten it; terminals with the kitty keyboard "
+        "protocol send an unambiguous escape and avoid it). The plot is redrawn when new "
+        "checkpoints arrive (the live view polls the database twice a second) and on resize, never on a timer. "
+        "Python's full garbage collections run only after 1 s without input (`ArenaApp(idle_gc=True)`, as `arena tui` "
+        "starts it); left automatic they paused the UI for 30-180 ms every 2-4 s, which was the slowest "
+        "keypresses.",
     ]
     markdown = "\n".join(lines)
     print(markdown)

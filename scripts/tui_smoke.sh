@@ -72,6 +72,9 @@ echo "--- leaderboard (empty) ---"; capture
 tmux send-keys -t "$SESSION" n
 wait_for "Start: ctrl\+s" 180  # the form is filled once the registries are read
 tmux send-keys -t "$SESSION" Tab Tab Tab Tab Tab  # defender > attacker > data set > pool > label > budget
+# Textual moves focus in a later step than it reads keys: digits sent in the same instant as
+# the tabs can reach the field the tabs are leaving. A person never types that fast.
+sleep 0.5
 tmux send-keys -t "$SESSION" 6 0
 wait_for "budget +60" 10
 echo "--- new-match form ---"; capture

@@ -33,8 +33,9 @@ def test_unknown_names_are_one_line_errors(fields, message):
 
 def test_default_lineup_and_grid():
     specs = build_specs(None, {}, {})
-    assert [(s.defender, s.attacker, s.label_mode) for s in specs][:3] == [
-        ("undefended", "knockoff", "soft"), ("undefended", "knockoff", "hard"), ("undefended", "dfme", "soft")]
+    attacks = [("knockoff", "soft"), ("knockoff", "hard"), ("dfme", "soft")]
+    assert [(s.defender, s.attacker, s.label_mode) for s in specs] == [
+        (defender, *attack) for defender in ("undefended", "misleader") for attack in attacks]
     grid = build_specs(None, {"seed": [0, 1, 2], "label_mode": ["soft", "hard"]}, {})
     assert len(grid) == 6 and {s.seed for s in grid} == {0, 1, 2}
 

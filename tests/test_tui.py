@@ -261,6 +261,64 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
     run(scenario())
 
 
+def test_form_built_when_the_catalog_arrives_late_and_closed_forms_are_freed(db, catalog, tmp_path):
+    import gc
+    import weakref
+
+    path, _ = db
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.catalog is not None)
+            app.catalog = None  # as if the registries were still being read
+            await pilot.press("n")
+            screen = app.screen
+            assert isinstance(screen, NewMatchScreen) and not screen.ready
+            assert "reading the registries" in screen_text(app)
+            app.catalog = catalog
+            await until(pilot, lambda: screen.ready)
+            closed = [weakref.ref(screen)]
+            del screen
+            await pilot.press("escape")
+            for _ in range(3):
+                await pilot.press("n")
+                await until(pilot, lambda: isinstance(app.screen, NewMatchScreen) and app.screen.ready)
+                closed.append(weakref.ref(app.screen))
+                await pilot.press("escape")
+            await pilot.pause(0.2)
+            gc.collect()
+            assert [ref() for ref in closed] == [None] * 4  # nothing keeps a closed form alive
+
+    run(scenario())
+
+
+def test_idle_gc_moves_full_collections_off_the_keypress_path(db, catalog, tmp_path):
+    import gc
+
+    path, _ = db
+    before = gc.get_threshold()
+
+    async def scenario():
+        app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog, idle_gc=True)
+        app.IDLE_SECONDS = app.GC_EVERY_SECONDS = 0.3
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: gc.get_threshold()[2] > before[2])  # automatic full collections off
+            await until(pilot, lambda: app.idle_collections >= 1 and gc.get_freeze_count() > 0)  # ...run when idle
+            for _ in range(6):  # while keys keep coming, none runs
+                count = app.idle_collections
+                await pilot.press("down")
+                await pilot.pause(0.1)
+                assert app.idle_collections == count
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # restored on exit
+
+    try:
+        run(scenario())
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def test_check_form_and_command_line(catalog):
     good = MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "hard", "", "0", "cuda:1")
     assert check_form(good, catalog) == {}

@@ -6,10 +6,12 @@ Matches run in detached `arena worker` processes; this process only reads the da
 """
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
+import time
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import var
@@ -38,9 +40,23 @@ class ArenaApp(App):
     catalog: var[Catalog | None] = var(None)
     catalog_error: var[str | None] = var(None)
 
+    # Python's full (generation 2) garbage collection paused this process for 30-180 ms once
+    # Textual's render caches have grown, and left to itself it ran every few seconds, often
+    # right after a keypress. With `idle_gc`, objects alive after start-up are frozen out of
+    # collections, automatic full collections are off, and a full collection runs only when no
+    # key or mouse input has come for IDLE_SECONDS (at most every GC_EVERY_SECONDS).
+    IDLE_SECONDS = 1.0
+    GC_EVERY_SECONDS = 5.0
+
     def __init__(self, db: str | None = None, data_root: str | None = None, cache_dir: str | None = None,
-                 run_config: str | None = None, catalog: Catalog | None = None, log_dir: str | None = None):
+                 run_config: str | None = None, catalog: Catalog | None = None, log_dir: str | None = None,
+                 idle_gc: bool = False):
         super().__init__()
+        self.idle_gc = idle_gc
+        self.last_input = time.monotonic()
+        self.last_full_gc = time.monotonic()
+        self.idle_collections = 0
+        self._gc_threshold = gc.get_threshold()
         self.store = ArenaStore(db)
         self.settings = Settings(
             db_url=self.store.url,
@@ -59,6 +75,38 @@ class ArenaApp(App):
             self.catalog = self._preset_catalog
         else:
             self._load_catalog()
+        if self.idle_gc:
+            self.call_after_refresh(self._start_idle_gc)
+
+    # -- garbage collection off the keypress path -----------------------------------------------
+    def _start_idle_gc(self) -> None:
+        young, middle, _ = self._gc_threshold
+        gc.set_threshold(young, middle, 1_000_000_000)  # generation 2 only when idle, below
+        self.set_interval(self.IDLE_SECONDS / 2, self._collect_if_idle)
+
+    def _collect_if_idle(self) -> None:
+        now = time.monotonic()
+        if now - self.last_input >= self.IDLE_SECONDS and now - self.last_full_gc >= self.GC_EVERY_SECONDS:
+            gc.collect()
+            if self.idle_collections == 0:
+                gc.freeze()  # what survives start-up (modules, styles) stays: stop rescanning it
+            self.last_full_gc = time.monotonic()
+            self.idle_collections += 1
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.last_input = time.monotonic()
+        await super().on_event(event)
+
+    def watch_catalog(self, catalog: Catalog | None) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, NewMatchScreen):
+                screen.catalog_ready(catalog)
+
+    def watch_catalog_error(self, message: str | None) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, NewMatchScreen):
+                screen.catalog_failed(message)
 
     @work(thread=True, exit_on_error=False, group="catalog")
     def _load_catalog(self) -> None:
@@ -71,6 +119,9 @@ class ArenaApp(App):
 
     def on_unmount(self) -> None:
         self.store.close()
+        if self.idle_gc:
+            gc.set_threshold(*self._gc_threshold)
+            gc.unfreeze()
 
     # -- navigation -------------------------------------------------------------------------
     def open_match(self, match_id: int) -> None:
@@ -153,4 +204,4 @@ def run_tui(db: str | None = None, data_root: str | None = None, cache_dir: str 
     """`arena tui`. $ARENA_TUI_CONFIG may name a TOML of MatchSpec fields that every match
     started from the form inherits (e.g. a smaller victim for demos and smoke tests)."""
     ArenaApp(db=db, data_root=data_root, cache_dir=cache_dir,
-             run_config=os.environ.get("ARENA_TUI_CONFIG") or None).run()
+             run_config=os.environ.get("ARENA_TUI_CONFIG") or None, idle_gc=True).run()

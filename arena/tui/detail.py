@@ -73,7 +73,7 @@ class DetailScreen(Screen):
             else f"match #{self.match_ids[0]}"
         self.filled: set[str] = set()
         self.events: list[list[Event]] = []
-        self._load()
+        self.call_after_refresh(self._load)  # draw the screen first, then fill it: a faster first frame
 
     @work(thread=True, exit_on_error=False)
     def _load(self) -> None:

@@ -69,7 +69,7 @@ class LiveScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = f"match #{self.match_id}"
-        self.poll()
+        self.call_after_refresh(self.poll)  # draw the screen first, then fill it: a faster first frame
         self.set_interval(self.POLL_SECONDS, self.poll)
         self.set_interval(1.0, self._tick)
 

@@ -51,15 +51,17 @@ class NewMatchScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "new match"
-        self.watch(self.app, "catalog", self._catalog_ready)
-        self.watch(self.app, "catalog_error", self._catalog_failed)
+        # The catalog may still be loading: the app calls these again when it arrives. (Not
+        # `self.watch(self.app, ...)`: a watcher on the app keeps every closed form alive.)
+        self.catalog_failed(self.app.catalog_error)
+        self.catalog_ready(self.app.catalog)
 
     # -- catalog --------------------------------------------------------------------------------
-    def _catalog_failed(self, message: str | None) -> None:
+    def catalog_failed(self, message: str | None) -> None:
         if message:
             self.query_one("#form-intro", Static).update(f"cannot read the registries: {message}")
 
-    def _catalog_ready(self, catalog: Catalog | None) -> None:
+    def catalog_ready(self, catalog: Catalog | None) -> None:
         if catalog is None or self.catalog is not None:
             return
         self.catalog = catalog
