@@ -358,10 +358,11 @@ def test_main_screens_fit_the_terminal(db, catalog, tmp_path, size):
         app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
         captures = {}
         async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: len(board_ids(app)) == 4)
+            # the footer fills in after the screen's first frame: wait for it too
+            await until(pilot, lambda: len(board_ids(app)) == 4 and "n New match" in screen_text(app))
             captures["leaderboard"] = screen_text(app)
             await pilot.press("enter")
-            await until(pilot, lambda: plot_points(app) == 2)
+            await until(pilot, lambda: plot_points(app) == 2 and "x Cancel match" in screen_text(app))
             captures["live"] = screen_text(app)
             await pilot.press("escape", "down", "enter")
             await until(pilot, lambda: plot_points(app) == 3)
