@@ -95,7 +95,6 @@ def main() -> None:
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
-            from storage import open_database  # noqa: F401  (rows come from the CLI's JSON)
             lines.append(f"| {r['defender']} | {r['attacker']} | {r['label_mode']} | {r['query_budget']} | "
                          f"{pct(r['victim_accuracy'])} | {pct(r['defender_accuracy'])} | {pct(r['clone_accuracy'])} | "
                          f"{pct(r['fidelity_served'])} | {pct(r['fidelity_victim'])} | "

@@ -1,7 +1,6 @@
 """A match specification: configuration as data, validated, and saved with every match."""
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

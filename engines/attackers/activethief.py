@@ -75,16 +75,12 @@ class _ActiveThief(Attacker):
     family = "data-based"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 1000
+    bound_by_pool = True
     Params = ActiveThiefParams
     strategy: ClassVar[str] = ""
 
     def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
         super().validate(label_mode, query_budget, pool_size)
-        if query_budget > pool_size:
-            raise ArenaError(
-                f"{self.name} selects from its pool without replacement: budget {query_budget} exceeds the query "
-                f"pool of {pool_size} images; lower --budget or choose a larger --pool"
-            )
         p = self.params
         plan = self.plan(query_budget)
         if plan[1] < 1 or plan[2] < p.iterations:

@@ -37,7 +37,6 @@ from torchvision.transforms import v2
 from engines.attackers._common import answer_labels, query_all, targets_from_answers, train_clone
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
 from engines.attackers.knockoff import KnockoffParams
-from engines.errors import ArenaError
 from engines.oracle import Oracle
 
 
@@ -70,14 +69,6 @@ class _PoolKnockoff(Attacker):
     default_budget = 1200
     Params = KnockoffParams
     bound_by_pool = True
-
-    def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
-        super().validate(label_mode, query_budget, pool_size)
-        if self.bound_by_pool and query_budget > pool_size:
-            raise ArenaError(
-                f"{self.name} samples without replacement: budget {query_budget} exceeds the query pool "
-                f"of {pool_size} images; lower --budget or choose a larger --pool"
-            )
 
     def query_images(self, ctx: AttackContext, count: int) -> torch.Tensor:
         """The uint8 images this attacker will ask about, in order."""

@@ -83,6 +83,9 @@ class Attacker(ABC):
     family: ClassVar[str] = "data-based"  # or "data-free"
     label_modes: ClassVar[frozenset[str]] = frozenset({"soft", "hard", "topk"})
     default_budget: ClassVar[int] = 1000  # CPU-scale default; users override with --budget
+    # True for attackers that query pool images without replacement: the budget cannot
+    # exceed the pool.
+    bound_by_pool: ClassVar[bool] = False
     Params: ClassVar[type[AttackerParams]] = AttackerParams
 
     def __init__(self, params: AttackerParams):
@@ -95,6 +98,11 @@ class Attacker(ABC):
             raise ArenaError(
                 f"attacker {cls.name!r} does not support --label {label_mode}; "
                 f"use one of: {', '.join(sorted(cls.label_modes))}"
+            )
+        if cls.bound_by_pool and query_budget > pool_size:
+            raise ArenaError(
+                f"{cls.name} queries pool images without replacement: budget {query_budget} exceeds the query "
+                f"pool of {pool_size} images; lower --budget or choose a larger --pool"
             )
 
     def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:

@@ -28,7 +28,6 @@ a faithful run at its budget.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -20,7 +20,6 @@ import torch
 from pydantic import Field
 
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
-from engines.errors import ArenaError
 from engines.oracle import Oracle, answers_to_targets
 from engines.training import TrainConfig, fit
 
@@ -55,16 +54,8 @@ class KnockoffRandom(Attacker):
     family = "data-based"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 1200
+    bound_by_pool = True
     Params = KnockoffParams
-
-    @classmethod
-    def check(cls, label_mode: str, query_budget: int, pool_size: int) -> None:
-        super().check(label_mode, query_budget, pool_size)
-        if query_budget > pool_size:
-            raise ArenaError(
-                f"knockoff samples without replacement: budget {query_budget} exceeds the query pool "
-                f"of {pool_size} images; lower --budget or choose a larger --pool"
-            )
 
     def run(self, oracle: Oracle, ctx: AttackContext):
         order = torch.randperm(len(ctx.pool), generator=ctx.generator(1))[: oracle.query_budget]

@@ -45,7 +45,6 @@ from engines.attackers._common import (answer_labels, clone_loss, flat_pixels, k
                                        targets_from_answers, to_floats)
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
 from engines.attackers.knockoff import KnockoffParams, train_clone_on_answers
-from engines.errors import ArenaError
 from engines.oracle import Oracle
 
 
@@ -116,16 +115,8 @@ class KnockoffAdaptive(Attacker):
     family = "data-based"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 600
+    bound_by_pool = True
     Params = KnockoffAdaptiveParams
-
-    @classmethod
-    def check(cls, label_mode: str, query_budget: int, pool_size: int) -> None:
-        super().check(label_mode, query_budget, pool_size)
-        if query_budget > pool_size:
-            raise ArenaError(
-                f"knockoff-adaptive samples without replacement: budget {query_budget} exceeds the query pool "
-                f"of {pool_size} images; lower --budget or choose a larger --pool"
-            )
 
     def run(self, oracle: Oracle, ctx: AttackContext):
         p = self.params
