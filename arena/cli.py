@@ -3,14 +3,14 @@
 Machine-readable output goes to stdout; progress and diagnostics go to stderr. Heavy
 imports (torch, textual) happen inside the commands that need them.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import os
 import sys
-from enum import Enum
-from typing import Optional
+from enum import StrEnum
 
 import typer
 
@@ -37,18 +37,24 @@ class _ArenaTyper(typer.Typer):
         return decorator
 
 
-app = _ArenaTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="MISLEADER Arena: model-extraction matches between defenders and attackers.")
+app = _ArenaTyper(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="MISLEADER Arena: model-extraction matches between defenders and attackers.",
+)
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
 DbOption = typer.Option(None, "--db", help="SQLite path or SQLAlchemy URL (default $ARENA_DB or ./arena.db)")
-DataRootOption = typer.Option(None, "--data-root", help="folder with torchvision data sets (default $ARENA_DATA or ./data)")
+DataRootOption = typer.Option(
+    None, "--data-root", help="folder with torchvision data sets (default $ARENA_DATA or ./data)"
+)
 CacheOption = typer.Option(None, "--cache-dir", help="artifact cache (default $ARENA_CACHE or ./.arena/cache)")
 
 
@@ -66,39 +72,77 @@ def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-RESULT_COLUMNS = ["id", "defender", "attacker", "label_mode", "dataset", "query_budget", "seed", "status",
-                  "victim_accuracy", "defender_accuracy", "clone_accuracy", "fidelity_served", "fidelity_victim",
-                  "queries_used", "serving_seconds_per_query", "wall_seconds"]
-RESULT_TABLE_COLUMNS = ["id", "defender", "attacker", "label_mode", "query_budget", "status", "victim_accuracy",
-                        "defender_accuracy", "clone_accuracy", "fidelity_served", "fidelity_victim", "wall_seconds"]
+RESULT_COLUMNS = [
+    "id",
+    "defender",
+    "attacker",
+    "label_mode",
+    "dataset",
+    "query_budget",
+    "seed",
+    "status",
+    "victim_accuracy",
+    "defender_accuracy",
+    "clone_accuracy",
+    "fidelity_served",
+    "fidelity_victim",
+    "queries_used",
+    "serving_seconds_per_query",
+    "wall_seconds",
+]
+RESULT_TABLE_COLUMNS = [
+    "id",
+    "defender",
+    "attacker",
+    "label_mode",
+    "query_budget",
+    "status",
+    "victim_accuracy",
+    "defender_accuracy",
+    "clone_accuracy",
+    "fidelity_served",
+    "fidelity_victim",
+    "wall_seconds",
+]
 
 
 @app.command()
 def run(
-    defender: Optional[str] = typer.Option(None, "--defender", "-d", help="defender name(s), comma-separated for a grid"),
-    attacker: Optional[str] = typer.Option(None, "--attacker", "-a", help="attacker name(s), comma-separated"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="data set name(s) (default mnist5k)"),
-    pool: Optional[str] = typer.Option(None, "--pool", help="attacker query pool: in-distribution or a data set name"),
-    label: Optional[str] = typer.Option(None, "--label", "-l", help="answer mode(s): soft, hard, topk"),
-    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="query budget(s) (default: the attacker's)"),
-    seed: Optional[str] = typer.Option(None, "--seed", "-s", help="seed(s) (default 0)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto)"),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="match spec TOML file (fields, [grid], [[matches]])"),
-    db: Optional[str] = DbOption,
-    data_root: Optional[str] = DataRootOption,
-    cache_dir: Optional[str] = CacheOption,
+    defender: str | None = typer.Option(None, "--defender", "-d", help="defender name(s), comma-separated for a grid"),
+    attacker: str | None = typer.Option(None, "--attacker", "-a", help="attacker name(s), comma-separated"),
+    dataset: str | None = typer.Option(None, "--dataset", help="data set name(s) (default mnist5k)"),
+    pool: str | None = typer.Option(None, "--pool", help="attacker query pool: in-distribution or a data set name"),
+    label: str | None = typer.Option(None, "--label", "-l", help="answer mode(s): soft, hard, topk"),
+    budget: str | None = typer.Option(None, "--budget", "-b", help="query budget(s) (default: the attacker's)"),
+    seed: str | None = typer.Option(None, "--seed", "-s", help="seed(s) (default 0)"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto)"),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="match spec TOML file (fields, [grid], [[matches]])"
+    ),
+    db: str | None = DbOption,
+    data_root: str | None = DataRootOption,
+    cache_dir: str | None = CacheOption,
     download: bool = typer.Option(False, "--download", help="download torchvision data sets (needs a network)"),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="result format on stdout"),
-    events: Optional[str] = typer.Option(None, "--events", help="append JSON-lines match events to this file"),
+    events: str | None = typer.Option(None, "--events", help="append JSON-lines match events to this file"),
     enqueue: bool = typer.Option(False, "--enqueue", help="only queue the matches, for `arena worker` processes"),
 ) -> None:
     """Play a match, or a grid of matches. With no options: the default lineup on mnist5k."""
     from arena.config import build_specs, load_toml, parse_axis
 
     file_fields = load_toml(config) if config else None
-    axes = {name: parse_axis(name, raw) for name, raw in (
-        ("defender", defender), ("attacker", attacker), ("dataset", dataset), ("pool", pool),
-        ("label_mode", label), ("query_budget", budget), ("seed", seed))}
+    axes = {
+        name: parse_axis(name, raw)
+        for name, raw in (
+            ("defender", defender),
+            ("attacker", attacker),
+            ("dataset", dataset),
+            ("pool", pool),
+            ("label_mode", label),
+            ("query_budget", budget),
+            ("seed", seed),
+        )
+    }
     specs = build_specs(file_fields, axes, {"device": device})
     env = _env(data_root, cache_dir, download)
 
@@ -110,7 +154,10 @@ def run(
     engine = open_database(db)
     batch_id, ids = runner.enqueue(engine, specs)
     if enqueue:
-        typer.echo(f"queued {len(ids)} match(es) {ids[0]}..{ids[-1]} (batch {batch_id}); run `arena worker` to play them", err=True)
+        typer.echo(
+            f"queued {len(ids)} match(es) {ids[0]}..{ids[-1]} (batch {batch_id}); run `arena worker` to play them",
+            err=True,
+        )
         return
     statuses = _play(engine, ids, specs, env, output_format, events)
     _print_results(engine, ids, output_format)
@@ -147,7 +194,7 @@ def _play(engine, ids, specs, env, output_format, events) -> list[str]:
             for pending in ids[number:]:
                 queries.request_cancel(engine, pending)
             _err("interrupted: the running match is marked cancelled, the rest of the batch too")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         statuses.append(status)
     return statuses
 
@@ -167,10 +214,10 @@ def _print_results(engine, ids, output_format) -> None:
 
 @app.command()
 def worker(
-    db: Optional[str] = DbOption,
-    data_root: Optional[str] = DataRootOption,
-    cache_dir: Optional[str] = CacheOption,
-    match_id: Optional[int] = typer.Option(None, "--match", help="play this queued match only"),
+    db: str | None = DbOption,
+    data_root: str | None = DataRootOption,
+    cache_dir: str | None = CacheOption,
+    match_id: int | None = typer.Option(None, "--match", help="play this queued match only"),
     once: bool = typer.Option(False, "--once", help="play one queued match and stop"),
 ) -> None:
     """Play queued matches from the database (start several for parallel work)."""
@@ -195,13 +242,13 @@ def worker(
 
 @app.command()
 def leaderboard(
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="only this data set"),
-    attacker: Optional[str] = typer.Option(None, "--attacker", "-a", help="only this attacker"),
-    defender: Optional[str] = typer.Option(None, "--defender", "-d", help="only this defender"),
-    label: Optional[str] = typer.Option(None, "--label", "-l", help="only this label mode"),
+    dataset: str | None = typer.Option(None, "--dataset", help="only this data set"),
+    attacker: str | None = typer.Option(None, "--attacker", "-a", help="only this attacker"),
+    defender: str | None = typer.Option(None, "--defender", "-d", help="only this defender"),
+    label: str | None = typer.Option(None, "--label", "-l", help="only this label mode"),
     status: str = typer.Option("done", "--status", help="match status to list, or 'all'"),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f"),
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Matches ranked per arena (data set, attacker, label mode, budget): rank 1 = lowest clone accuracy."""
     from arena.render import emit
@@ -212,8 +259,16 @@ def leaderboard(
     if label is not None and label not in ("soft", "hard", "topk"):
         raise ArenaError(f"unknown label mode {label!r}; use soft, hard or topk")
     engine = open_database(db, write=False, create=False)
-    rows = query(engine, LeaderboardFilter(dataset=dataset, attacker=attacker, defender=defender, label_mode=label,
-                                           status=None if status == "all" else status))
+    rows = query(
+        engine,
+        LeaderboardFilter(
+            dataset=dataset,
+            attacker=attacker,
+            defender=defender,
+            label_mode=label,
+            status=None if status == "all" else status,
+        ),
+    )
     columns = LEADERBOARD_TABLE_COLUMNS if output_format == OutputFormat.table else LEADERBOARD_COLUMNS
     emit(rows, list(columns), output_format.value, title="leaderboard (rank 1 = best defence)")
 
@@ -222,7 +277,7 @@ def leaderboard(
 def show(
     match_id: int = typer.Argument(..., help="match id (see `arena leaderboard`)"),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f"),
-    db: Optional[str] = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """A match's summary and a chart of clone accuracy and fidelity against queries."""
     from arena.render import curve_chart, emit, table
@@ -241,8 +296,19 @@ def show(
         if output_format == OutputFormat.json:
             print(json.dumps(record, indent=2, default=str))
         else:
-            emit([p.model_dump() for p in points], ["index", "queries_used", "clone_accuracy", "best_clone_accuracy",
-                                                    "fidelity_served", "fidelity_victim", "wall_seconds"], "csv")
+            emit(
+                [p.model_dump() for p in points],
+                [
+                    "index",
+                    "queries_used",
+                    "clone_accuracy",
+                    "best_clone_accuracy",
+                    "fidelity_served",
+                    "fidelity_victim",
+                    "wall_seconds",
+                ],
+                "csv",
+            )
         return
     from arena.render import stdout_console
 
@@ -251,16 +317,33 @@ def show(
     console.print(table([summary], RESULT_TABLE_COLUMNS, title=f"match {match_id}"))
     if match.error:
         console.print(f"[red]error:[/] {match.error}")
-    console.print(table([p.model_dump() for p in points], ["index", "queries_used", "clone_accuracy", "best_clone_accuracy",
-                                                           "fidelity_served", "fidelity_victim", "wall_seconds"],
-                        title="checkpoints"))
+    console.print(
+        table(
+            [p.model_dump() for p in points],
+            [
+                "index",
+                "queries_used",
+                "clone_accuracy",
+                "best_clone_accuracy",
+                "fidelity_served",
+                "fidelity_victim",
+                "wall_seconds",
+            ],
+            title="checkpoints",
+        )
+    )
     if points:
         xs = [p.queries_used for p in points]
-        chart = curve_chart([("clone accuracy", xs, [p.clone_accuracy for p in points]),
-                             ("fidelity (served)", xs, [p.fidelity_served for p in points])],
-                            width=min(console.width, 110), reference=match.defender_accuracy,
-                            title=f"#{match_id} {match.defender} vs {match.attacker} ({match.label_mode}) on {match.dataset}",
-                            color=console.is_terminal and not os.environ.get("NO_COLOR"))
+        chart = curve_chart(
+            [
+                ("clone accuracy", xs, [p.clone_accuracy for p in points]),
+                ("fidelity (served)", xs, [p.fidelity_served for p in points]),
+            ],
+            width=min(console.width, 110),
+            reference=match.defender_accuracy,
+            title=f"#{match_id} {match.defender} vs {match.attacker} ({match.label_mode}) on {match.dataset}",
+            color=console.is_terminal and not os.environ.get("NO_COLOR"),
+        )
         sys.stdout.write(chart + "\n")
         sys.stdout.flush()
     config = json.loads(match.config_json)
@@ -282,8 +365,13 @@ def list_entries(output_format: OutputFormat = typer.Option(OutputFormat.table, 
         rows.append({"kind": "defender", "name": name, "description": cls.description})
     for name, cls in ATTACKERS.items():
         modes = "/".join(sorted(cls.label_modes))
-        rows.append({"kind": "attacker", "name": name,
-                     "description": f"{cls.description} [labels: {modes}; default budget {cls.default_budget}]"})
+        rows.append(
+            {
+                "kind": "attacker",
+                "name": name,
+                "description": f"{cls.description} [labels: {modes}; default budget {cls.default_budget}]",
+            }
+        )
     for name, cls in DATASETS.items():
         rows.append({"kind": "dataset", "name": name, "description": cls.description})
     for name, info in MODELS.items():
@@ -292,7 +380,7 @@ def list_entries(output_format: OutputFormat = typer.Option(OutputFormat.table, 
 
 
 @app.command()
-def cancel(match_id: int = typer.Argument(...), db: Optional[str] = DbOption) -> None:
+def cancel(match_id: int = typer.Argument(...), db: str | None = DbOption) -> None:
     """Ask a queued or running match to stop (its checkpoints are kept)."""
     from storage import open_database, queries
 
@@ -303,8 +391,7 @@ def cancel(match_id: int = typer.Argument(...), db: Optional[str] = DbOption) ->
 
 
 @app.command()
-def tui(db: Optional[str] = DbOption, data_root: Optional[str] = DataRootOption,
-        cache_dir: Optional[str] = CacheOption) -> None:
+def tui(db: str | None = DbOption, data_root: str | None = DataRootOption, cache_dir: str | None = CacheOption) -> None:
     """Interactive arena: configure matches, watch them live, browse the leaderboard."""
     from arena.tui.app import run_tui
 
@@ -320,8 +407,10 @@ def main() -> None:
     except Exception as exc:  # a bug, not bad input: one line, the trace on request
         if os.environ.get("ARENA_DEBUG"):
             raise
-        _err(f"internal error ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-             "rerun with ARENA_DEBUG=1 for the traceback and report it")
+        _err(
+            f"internal error ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "rerun with ARENA_DEBUG=1 for the traceback and report it"
+        )
         sys.exit(1)
 
 

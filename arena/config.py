@@ -6,6 +6,7 @@ A TOML file holds MatchSpec fields at top level, plus optionally:
 CLI options override the file. On the command line a comma-separated value (`--seed 0,1,2`)
 is a grid axis.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Rich progress on stderr for a match's long phases (victim training, defender, attack)."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -12,8 +13,13 @@ class RichProgress(MatchObserver):
         self.title = title
         self.console = console
         self.bar = Progress(
-            TextColumn("[bold]{task.fields[title]}[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+            TextColumn("[bold]{task.fields[title]}[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
         )
         self.task = None
 

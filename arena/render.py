@@ -1,4 +1,5 @@
 """Terminal output: result tables (rich), machine formats (JSON/CSV) and plotext charts."""
+
 from __future__ import annotations
 
 import csv
@@ -9,14 +10,34 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-PERCENT_COLUMNS = {"victim_accuracy", "defender_accuracy", "clone_accuracy", "best_clone_accuracy",
-                   "fidelity_served", "fidelity_victim"}
+PERCENT_COLUMNS = {
+    "victim_accuracy",
+    "defender_accuracy",
+    "clone_accuracy",
+    "best_clone_accuracy",
+    "fidelity_served",
+    "fidelity_victim",
+}
 HEADERS = {
-    "rank": "#", "id": "id", "defender": "defender", "attacker": "attacker", "label_mode": "label",
-    "dataset": "data", "pool": "pool", "query_budget": "budget", "seed": "seed", "status": "status",
-    "victim_accuracy": "victim", "defender_accuracy": "defender", "clone_accuracy": "clone",
-    "best_clone_accuracy": "best clone", "fidelity_served": "fid/served", "fidelity_victim": "fid/victim",
-    "queries_used": "queries", "serving_seconds_per_query": "us/query", "wall_seconds": "time s",
+    "rank": "#",
+    "id": "id",
+    "defender": "defender",
+    "attacker": "attacker",
+    "label_mode": "label",
+    "dataset": "data",
+    "pool": "pool",
+    "query_budget": "budget",
+    "seed": "seed",
+    "status": "status",
+    "victim_accuracy": "victim",
+    "defender_accuracy": "defender",
+    "clone_accuracy": "clone",
+    "best_clone_accuracy": "best clone",
+    "fidelity_served": "fid/served",
+    "fidelity_victim": "fid/victim",
+    "queries_used": "queries",
+    "serving_seconds_per_query": "us/query",
+    "wall_seconds": "time s",
 }
 
 
@@ -77,8 +98,14 @@ def emit(rows: list[dict], columns: list[str], output_format: str, title: str | 
         stdout_console().print(table(rows, columns, title))
 
 
-def curve_chart(series: list[tuple[str, list[int], list[float]]], width: int = 100, height: int = 22,
-                reference: float | None = None, title: str = "", color: bool = False) -> str:
+def curve_chart(
+    series: list[tuple[str, list[int], list[float]]],
+    width: int = 100,
+    height: int = 22,
+    reference: float | None = None,
+    title: str = "",
+    color: bool = False,
+) -> str:
     """A plotext line chart (x: queries, log scale; y: percent) returned as text."""
     import plotext as plt
 
@@ -91,7 +118,9 @@ def curve_chart(series: list[tuple[str, list[int], list[float]]], width: int = 1
     if reference is not None and any(xs for _, xs, _ in series):
         all_x = [x for _, xs, _ in series for x in xs]
         plt.plot([min(all_x), max(all_x)], [100 * reference] * 2, label="defender clean acc", marker="braille")
-    if any(xs for _, xs, _ in series) and max(x for _, xs, _ in series for x in xs) > 10 * max(1, min(x for _, xs, _ in series for x in xs)):
+    if any(xs for _, xs, _ in series) and max(x for _, xs, _ in series for x in xs) > 10 * max(
+        1, min(x for _, xs, _ in series for x in xs)
+    ):
         plt.xscale("log")
     plt.ylim(0, 100)
     plt.xlabel("queries")

@@ -5,17 +5,18 @@ database) before the first row is written. Each match then runs with a `Database
 observer: its status, phase, every checkpoint and its log are committed as they happen, so
 a crash loses at most the checkpoint in progress.
 """
+
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
-import os
 import time
 import traceback
 import uuid
+from collections.abc import Iterable
 from contextlib import contextmanager
-from typing import Iterable
 
 from sqlalchemy.engine import Engine
 
@@ -76,8 +77,12 @@ class DatabaseRecorder(MatchObserver):
         queries.add_event(self.engine, self.match_id, "log", message)
 
     def defender_ready(self, facts: dict) -> None:
-        queries.update_match(self.engine, self.match_id, victim_accuracy=facts["victim_accuracy"],
-                             defender_accuracy=facts["defender_accuracy"])
+        queries.update_match(
+            self.engine,
+            self.match_id,
+            victim_accuracy=facts["victim_accuracy"],
+            defender_accuracy=facts["defender_accuracy"],
+        )
 
     def checkpoint(self, row: dict) -> None:
         queries.add_checkpoint(self.engine, self.match_id, self._checkpoints, row)
@@ -143,12 +148,15 @@ class JsonLinesObserver(MatchObserver):
         self._write("checkpoint", **row)
 
     def defender_ready(self, facts):
-        self._write("defender_ready", victim_accuracy=facts["victim_accuracy"], defender_accuracy=facts["defender_accuracy"])
+        self._write(
+            "defender_ready", victim_accuracy=facts["victim_accuracy"], defender_accuracy=facts["defender_accuracy"]
+        )
 
 
 @contextmanager
 def _sigterm_cancels():
     """SIGTERM (e.g. from the TUI or a scheduler) cancels the match cleanly."""
+
     def handler(signum, frame):
         raise MatchCancelled()
 
@@ -175,8 +183,14 @@ def apply_thread_setting() -> None:
             raise ArenaError(f"ARENA_THREADS must be a whole number, got {value!r}") from None
 
 
-def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[MatchObserver] = (),
-              claimed: bool = False, poll_seconds: float = 1.0) -> str:
+def run_match(
+    engine: Engine,
+    match_id: int,
+    env: MatchEnvironment,
+    extra: list[MatchObserver] = (),
+    claimed: bool = False,
+    poll_seconds: float = 1.0,
+) -> str:
     """Play a queued match; returns its final status (done, failed, cancelled)."""
     from arena.provenance import provenance
     from engines.devices import resolve_device
@@ -189,8 +203,14 @@ def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[
         return queries.get_match(engine, match_id).status  # someone else runs (or ran) it
     spec = MatchSpec.model_validate_json(match.config_json)
     device = str(resolve_device(spec.device))
-    queries.update_match(engine, match_id, phase="starting", provenance_json=json.dumps(provenance(device)),
-                         pid=os.getpid(), host=socket.gethostname())
+    queries.update_match(
+        engine,
+        match_id,
+        phase="starting",
+        provenance_json=json.dumps(provenance(device)),
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
     recorder = DatabaseRecorder(engine, match_id, poll_seconds)
     observer = FanOut([recorder, *extra])
     started = time.perf_counter()
@@ -198,26 +218,50 @@ def run_match(engine: Engine, match_id: int, env: MatchEnvironment, extra: list[
         with _sigterm_cancels():
             summary = play_match(spec, observer, env)
     except (MatchCancelled, KeyboardInterrupt) as exc:
-        queries.update_match(engine, match_id, status="cancelled", phase="cancelled", finished_at=utcnow(),
-                             wall_seconds=time.perf_counter() - started)
+        queries.update_match(
+            engine,
+            match_id,
+            status="cancelled",
+            phase="cancelled",
+            finished_at=utcnow(),
+            wall_seconds=time.perf_counter() - started,
+        )
         queries.add_event(engine, match_id, "log", "match cancelled; checkpoints so far are kept")
         if isinstance(exc, KeyboardInterrupt):
             raise
         return "cancelled"
     except Exception as exc:  # the match failed; the batch goes on and the error is kept
         message = str(exc) if isinstance(exc, ArenaError) else f"{exc.__class__.__name__}: {exc}"
-        queries.update_match(engine, match_id, status="failed", phase="failed", finished_at=utcnow(), error=message,
-                             wall_seconds=time.perf_counter() - started)
+        queries.update_match(
+            engine,
+            match_id,
+            status="failed",
+            phase="failed",
+            finished_at=utcnow(),
+            error=message,
+            wall_seconds=time.perf_counter() - started,
+        )
         queries.add_event(engine, match_id, "error", traceback.format_exc())
         return "failed"
-    details = {"split": summary["split"], "victim": summary["victim"], "defender": summary["defender"],
-               "attack_seconds": summary["attack_seconds"]}
+    details = {
+        "split": summary["split"],
+        "victim": summary["victim"],
+        "defender": summary["defender"],
+        "attack_seconds": summary["attack_seconds"],
+    }
     queries.update_match(
-        engine, match_id, status="done", phase="done", finished_at=utcnow(),
-        wall_seconds=time.perf_counter() - started, details_json=json.dumps(details, default=str),
+        engine,
+        match_id,
+        status="done",
+        phase="done",
+        finished_at=utcnow(),
+        wall_seconds=time.perf_counter() - started,
+        details_json=json.dumps(details, default=str),
         serving_seconds_per_query=summary["serving_seconds_per_query"],
-        queries_per_second=summary["queries_per_second"], queries_used=summary["queries_used"],
-        victim_accuracy=summary["victim_accuracy"], defender_accuracy=summary["defender_accuracy"],
+        queries_per_second=summary["queries_per_second"],
+        queries_used=summary["queries_used"],
+        victim_accuracy=summary["victim_accuracy"],
+        defender_accuracy=summary["defender_accuracy"],
     )
     return "done"
 

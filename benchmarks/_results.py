@@ -1,5 +1,6 @@
 """Shared helper: each benchmark owns one marked section of docs/results.md and rewrites
 only that section, so several benchmarks can report into one file."""
+
 from __future__ import annotations
 
 import re

@@ -10,6 +10,7 @@ so every curve can be re-drawn with `arena show ID --db ...`. The full run print
 and rewrites the "attacks" section of docs/results.md; --quick only prints (add --write to
 record it anyway).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,6 +83,7 @@ PAPER = {
     "augmented-queries": "aimed at MISLEADER's own query distribution; no reference number",
 }
 
+
 def pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -98,12 +100,21 @@ class Bench:
         self.env = MatchEnvironment(cache_root=cache)
         self.quick = quick
 
-    def play(self, attacker: str, label: str, budget: int, defender: str = "undefended", params: dict | None = None) -> dict:
+    def play(
+        self, attacker: str, label: str, budget: int, defender: str = "undefended", params: dict | None = None
+    ) -> dict:
         from engines.spec import MatchSpec
         from storage import queries
 
-        fields = dict(defender=defender, attacker=attacker, label_mode=label, query_budget=budget, device="cpu", seed=0,
-                      attacker_params=params or {})
+        fields = dict(
+            defender=defender,
+            attacker=attacker,
+            label_mode=label,
+            query_budget=budget,
+            device="cpu",
+            seed=0,
+            attacker_params=params or {},
+        )
         if self.quick:
             fields.update(attacker_params=QUICK_PARAMS.get(attacker, {}), victim=QUICK_VICTIM, checkpoints=4)
             if defender == "misleader":
@@ -117,20 +128,38 @@ class Bench:
         if status != "done":
             raise SystemExit(f"match {match_id} ({defender} vs {attacker}) {status}: {match.error}")
         details = json.loads(match.details_json)
-        row = {"id": match_id, "attacker": attacker, "label": label, "budget": budget, "defender": defender,
-               "clone": match.clone_accuracy, "best": match.best_clone_accuracy,
-               "fid_served": match.fidelity_served, "fid_victim": match.fidelity_victim,
-               "victim": match.victim_accuracy, "defender_acc": match.defender_accuracy,
-               "qps": match.queries_per_second, "attack_s": details.get("attack_seconds"),
-               "wall_s": time.perf_counter() - started}
-        print(f"  #{match_id} {defender} vs {attacker} ({label}) @ {budget}: clone {pct(row['clone'])}, "
-              f"fidelity {pct(row['fid_served'])}, {row['qps']:.0f} q/s, attack {row['attack_s']:.0f} s", flush=True)
+        row = {
+            "id": match_id,
+            "attacker": attacker,
+            "label": label,
+            "budget": budget,
+            "defender": defender,
+            "clone": match.clone_accuracy,
+            "best": match.best_clone_accuracy,
+            "fid_served": match.fidelity_served,
+            "fid_victim": match.fidelity_victim,
+            "victim": match.victim_accuracy,
+            "defender_acc": match.defender_accuracy,
+            "qps": match.queries_per_second,
+            "attack_s": details.get("attack_seconds"),
+            "wall_s": time.perf_counter() - started,
+        }
+        print(
+            f"  #{match_id} {defender} vs {attacker} ({label}) @ {budget}: clone {pct(row['clone'])}, "
+            f"fidelity {pct(row['fid_served'])}, {row['qps']:.0f} q/s, attack {row['attack_s']:.0f} s",
+            flush=True,
+        )
         return row
 
     def show(self, match_id: int) -> str:
         env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "110", "TERM": "dumb"}
-        proc = subprocess.run([sys.executable, "-m", "arena.cli", "show", str(match_id), "--db", self.db],
-                              capture_output=True, text=True, env=env, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "arena.cli", "show", str(match_id), "--db", self.db],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         lines = []
         for line in proc.stdout.splitlines():
             if line.startswith("config "):  # the spec and provenance follow; they are in the database
@@ -159,8 +188,12 @@ def contaminated_pool(bench: Bench, quick: bool) -> list[dict]:
     victim, _, _ = load_victim(spec, splits, ArtifactStore(bench.env.cache_root), device, MatchObserver())
     g = torch.Generator().manual_seed(12345)
     real = splits.attacker_pool.images[:600]
-    junk = torch.cat([(torch.rand(300, 1, 32, 32, generator=g) * 255).to(torch.uint8),
-                      torch.zeros(300, 1, 32, 32, dtype=torch.uint8)])
+    junk = torch.cat(
+        [
+            (torch.rand(300, 1, 32, 32, generator=g) * 255).to(torch.uint8),
+            torch.zeros(300, 1, 32, 32, dtype=torch.uint8),
+        ]
+    )
     pool = ImageSet(torch.cat([real, junk]), torch.zeros(1200, dtype=torch.long))
     labels = predict_probs(victim, splits.test.images, device).argmax(1)
     budget = 60 if quick else 600
@@ -177,19 +210,38 @@ def contaminated_pool(bench: Bench, quick: bool) -> list[dict]:
         oracle = Oracle(serve, budget, "soft", 10, (1, 32, 32), device)
         scorer = CloneScorer(splits.test, labels, labels, device)
         scores = []
-        ctx = AttackContext(family="mnist", num_classes=10, image_shape=(1, 32, 32), mean=splits.mean, std=splits.std,
-                            pool=pool, device=device, seed=0, checkpoints=[budget],
-                            evaluate=lambda clone, used: scores.append(scorer(clone)))
+        ctx = AttackContext(
+            family="mnist",
+            num_classes=10,
+            image_shape=(1, 32, 32),
+            mean=splits.mean,
+            std=splits.std,
+            pool=pool,
+            device=device,
+            seed=0,
+            checkpoints=[budget],
+            evaluate=lambda clone, used: scores.append(scorer(clone)),
+        )
         torch.manual_seed(0)
         started = time.perf_counter()
         attacker.run(oracle, ctx)
         queried = torch.cat(spy_images).flatten(1)
         junk_flat = pool.floats()[600:].flatten(1)
         is_junk = torch.cdist(queried, junk_flat, compute_mode="donot_use_mm_for_euclid_dist").min(1).values == 0
-        rows.append({"attacker": name, "budget": budget, "junk_share": is_junk.float().mean().item(),
-                     "clone": scores[-1]["clone_accuracy"], "seconds": time.perf_counter() - started})
-        print(f"  contaminated pool: {name}: {100 * rows[-1]['junk_share']:.0f}% junk queries, "
-              f"clone {pct(rows[-1]['clone'])}", flush=True)
+        rows.append(
+            {
+                "attacker": name,
+                "budget": budget,
+                "junk_share": is_junk.float().mean().item(),
+                "clone": scores[-1]["clone_accuracy"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  contaminated pool: {name}: {100 * rows[-1]['junk_share']:.0f}% junk queries, "
+            f"clone {pct(rows[-1]['clone'])}",
+            flush=True,
+        )
     return rows
 
 
@@ -220,8 +272,12 @@ def main() -> None:
     parser.add_argument("--db", default="/tmp/arena-bench-attacks/attacks.db")
     parser.add_argument("--cache-dir", default=str(ROOT / ".arena" / "cache"))
     parser.add_argument("--skip-misleader", action="store_true")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on 2 shared cores more threads ran far slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on 2 shared cores more threads ran far slower)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -282,13 +338,21 @@ def main() -> None:
         lines.append(
             f"| {attacker} | {cls.family} | {label} | {small_budget:,} | {pct(s['clone'])} | {pct(s['fid_served'])} | "
             f"{d['budget']:,} | {pct(d['clone'])} | {pct(d['best'])} | {pct(d['fid_served'])} | {d['qps']:,.0f} | "
-            f"{d['attack_s']:.0f} |")
-    lines += ["", "Victim's labels on DFMS's 5,000 synthetic-shapes proxy images (class: share): "
-              + ", ".join(f"{c}: {100 * s:.0f}%" for c, s in enumerate(shares)) + "."]
+            f"{d['attack_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "Victim's labels on DFMS's 5,000 synthetic-shapes proxy images (class: share): "
+        + ", ".join(f"{c}: {100 * s:.0f}%" for c, s in enumerate(shares))
+        + ".",
+    ]
     if not args.quick:
         k600 = results[("knockoff", 600)]
-        lines += ["", f"Random KnockoffNets at the adaptive sampler's default budget (600): clone "
-                      f"{pct(k600['clone'])}, fidelity {pct(k600['fid_served'])} (match #{k600['id']})."]
+        lines += [
+            "",
+            f"Random KnockoffNets at the adaptive sampler's default budget (600): clone "
+            f"{pct(k600['clone'])}, fidelity {pct(k600['fid_served'])} (match #{k600['id']}).",
+        ]
 
     lines += ["", "### Clone accuracy against queries: DFME and MAZE (`arena show ID --db " + args.db + "`)", ""]
     for attacker in ("dfme", "maze"):
@@ -297,48 +361,73 @@ def main() -> None:
         lines += [f"`arena show {row['id']} --db {args.db}`", "", "```", bench.show(row["id"]), "```", ""]
 
     if paper_rows:
-        lines += ["### CPU-scale presets against the paper's values", "",
-                  "Same attack, budget and seed; only the parameters the CPU-scale preset changes differ.", "",
-                  "| attack | budget | paper values | clone acc (paper values) | clone acc (CPU-scale preset) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "### CPU-scale presets against the paper's values",
+            "",
+            "Same attack, budget and seed; only the parameters the CPU-scale preset changes differ.",
+            "",
+            "| attack | budget | paper values | clone acc (paper values) | clone acc (CPU-scale preset) |",
+            "|---|---|---|---|---|",
+        ]
         for r in paper_rows:
             preset = results[(r["attacker"], r["budget"])]
             values = ", ".join(f"{k}={v}" for k, v in PAPER_VALUES[r["attacker"]][1].items())
-            lines.append(f"| {r['attacker']} | {r['budget']:,} | {values} | {pct(r['clone'])} (#{r['id']}) | "
-                         f"{pct(preset['clone'])} (#{preset['id']}) |")
+            lines.append(
+                f"| {r['attacker']} | {r['budget']:,} | {values} | {pct(r['clone'])} (#{r['id']}) | "
+                f"{pct(preset['clone'])} (#{preset['id']}) |"
+            )
         lines.append("")
 
-    lines += ["### Adaptive vs random KnockoffNets on a contaminated pool", "",
-              "Pool: 600 mnist5k pool digits + 300 uniform-noise images + 300 blank images (1,200). "
-              "Junk share = fraction of the attacker's queries that were noise or blank (random sampling: ~50 %). "
-              "Same victim, same training recipe, soft labels.", "",
-              "| attacker | budget | junk share of queries | clone acc |", "|---|---|---|---|"]
+    lines += [
+        "### Adaptive vs random KnockoffNets on a contaminated pool",
+        "",
+        "Pool: 600 mnist5k pool digits + 300 uniform-noise images + 300 blank images (1,200). "
+        "Junk share = fraction of the attacker's queries that were noise or blank (random sampling: ~50 %). "
+        "Same victim, same training recipe, soft labels.",
+        "",
+        "| attacker | budget | junk share of queries | clone acc |",
+        "|---|---|---|---|",
+    ]
     for r in contaminated:
         lines.append(f"| {r['attacker']} | {r['budget']} | {100 * r['junk_share']:.1f}% | {pct(r['clone'])} |")
 
     if misleader_rows:
         m0 = misleader_rows[0]
-        lines += ["", "### Defence-aware attackers against `misleader` (soft labels, default budgets)", "",
-                  f"MISLEADER's served accuracy on the test split: {pct(m0['defender_acc'])} (victim {pct(m0['victim'])}).",
-                  "", "| attacker | budget | clone acc vs misleader | fidelity (served) | fidelity (victim) | "
-                      "clone acc vs undefended |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Defence-aware attackers against `misleader` (soft labels, default budgets)",
+            "",
+            f"MISLEADER's served accuracy on the test split: {pct(m0['defender_acc'])} (victim {pct(m0['victim'])}).",
+            "",
+            "| attacker | budget | clone acc vs misleader | fidelity (served) | fidelity (victim) | "
+            "clone acc vs undefended |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in misleader_rows:
             base = results.get((r["attacker"], r["budget"]))
-            lines.append(f"| {r['attacker']} | {r['budget']:,} | {pct(r['clone'])} | {pct(r['fid_served'])} | "
-                         f"{pct(r['fid_victim'])} | {pct(base['clone']) if base else '-'} |")
+            lines.append(
+                f"| {r['attacker']} | {r['budget']:,} | {pct(r['clone'])} | {pct(r['fid_served'])} | "
+                f"{pct(r['fid_victim'])} | {pct(base['clone']) if base else '-'} |"
+            )
     elif "misleader" not in DEFENDERS:
         lines += ["", "`misleader` is not installed: the defence-aware rows against it are missing."]
 
     if not args.quick:
-        lines += ["", "### Against each paper's setting", "",
-                  "Clone accuracy as a fraction of the victim's at the CPU-scale default budget.", "",
-                  "| attack | clone / victim | budget | paper's setting | where it lands and why |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Against each paper's setting",
+            "",
+            "Clone accuracy as a fraction of the victim's at the CPU-scale default budget.",
+            "",
+            "| attack | clone / victim | budget | paper's setting | where it lands and why |",
+            "|---|---|---|---|---|",
+        ]
         for attacker, label, small in LINEUP:
             d = results[(attacker, ATTACKERS.get(attacker).default_budget)]
             ratio = d["clone"] / d["victim"] if d["victim"] else 0.0
-            lines.append(f"| {attacker} | {ratio:.2f}x | {d['budget']:,} | {PAPER[attacker]} | "
-                         f"{NOTES.get(attacker, '-')} |")
+            lines.append(
+                f"| {attacker} | {ratio:.2f}x | {d['budget']:,} | {PAPER[attacker]} | {NOTES.get(attacker, '-')} |"
+            )
     text = "\n".join(lines)
     print()
     print(text)
@@ -351,24 +440,24 @@ def main() -> None:
 # Why each attack lands where it does relative to its paper (backed by the tables above)
 NOTES: dict[str, str] = {
     "knockoff": "Not below: mnist5k's pool is in-distribution (the paper's pools are unrelated natural "
-                "images), which makes 1,200 queries enough.",
+    "images), which makes 1,200 queries enough.",
     "knockoff-adaptive": "Not below random on average; on the clean, class-balanced in-distribution pool every "
-                         "cluster is informative and random sampling is already balanced, so the bandit has little "
-                         "to exploit (random at 600 is listed under the first table; at 200 random is ahead). "
-                         "The contaminated-pool table shows the sampler doing its job: it moves its queries away "
-                         "from uninformative clusters.",
+    "cluster is informative and random sampling is already balanced, so the bandit has little "
+    "to exploit (random at 600 is listed under the first table; at 200 random is ahead). "
+    "The contaminated-pool table shows the sampler doing its job: it moves its queries away "
+    "from uninformative clusters.",
     "jbda": "In line with the paper: its substitutes also stay around 80 % on MNIST; the Jacobian steps explore "
-            "near the seed images only, so 3,200 labels of 100 seeds' neighbourhoods cap the clone.",
+    "near the seed images only, so 3,200 labels of 100 seeds' neighbourhoods cap the clone.",
     "activethief-kcenter": "Not below: the pool is in-distribution MNIST rather than ImageNet images.",
     "activethief-uncertainty": "Not below: the pool is in-distribution MNIST rather than ImageNet images.",
     "dfme": "Below, by budget: 120k queries are 6 % of the paper's 2M and the curve above is still rising at "
-            "the end (its CPU-scale preset is documented in engines/attackers/dfme.py).",
+    "the end (its CPU-scale preset is documented in engines/attackers/dfme.py).",
     "maze": "Not below at 6 % of the paper's FashionMNIST budget, with the CPU-scale lr_gen; with the paper's "
-            "lr_gen the same budget ends far lower (preset table): the generator learns too slowly for this few "
-            "iterations.",
+    "lr_gen the same budget ends far lower (preset table): the generator learns too slowly for this few "
+    "iterations.",
     "dfms-hl": "Below, by budget: 30k labels are 0.4 % of the paper's 8M. "
-               "The victim answers most of its synthetic-shapes proxy with one class (shares under the first "
-               "table), so the warm start is skewed and the class-diversity term has to pull the generator to the other classes first.",
+    "The victim answers most of its synthetic-shapes proxy with one class (shares under the first "
+    "table), so the warm start is skewed and the class-diversity term has to pull the generator to the other classes first.",
     "dfms-sl": "As dfms-hl (same budget and proxy); soft labels do not help at this budget.",
 }
 

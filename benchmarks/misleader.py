@@ -18,6 +18,7 @@ Every trained defender is an artifact in the cache and every finished match is s
 is missing (numbers are deterministic per seed; reused rows keep their original timings).
 The full run writes the "misleader" section of docs/results.md; `--quick` only prints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,11 @@ from engines.spec import MatchSpec  # noqa: E402
 
 DEFENDERS = ["undefended", "misleader", "misleader-lambda0", "misleader-k1", "misleader-homogeneous", "misleader-noaug"]
 ATTACKS = [("knockoff", "soft"), ("knockoff", "hard"), ("dfme", "soft")]
-ATTACK_LABEL = {("knockoff", "soft"): "Knockoff soft", ("knockoff", "hard"): "Knockoff hard", ("dfme", "soft"): "DFME soft"}
+ATTACK_LABEL = {
+    ("knockoff", "soft"): "Knockoff soft",
+    ("knockoff", "hard"): "Knockoff hard",
+    ("dfme", "soft"): "DFME soft",
+}
 
 FULL = {
     "seeds": [0, 1, 2],
@@ -50,7 +55,10 @@ FULL = {
 QUICK = {
     "seeds": [0],
     "budgets": {"knockoff": 100, "dfme": 16 * 7 * 3},
-    "attacker_params": {"knockoff": {"epochs": 2, "min_steps": 10}, "dfme": {"batch_size": 16, "generator_width": 8, "nz": 16}},
+    "attacker_params": {
+        "knockoff": {"epochs": 2, "min_steps": 10},
+        "dfme": {"batch_size": 16, "generator_width": 8, "nz": 16},
+    },
     "defender_params": {"epochs": 1, "train_limit": 256},
     "victim": {"arch": None, "train": {"epochs": 2, "batch_size": 128, "lr": 0.05}},
 }
@@ -90,8 +98,11 @@ class MatchBook:
             self.rows[key] = summary
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.rows, indent=0, default=str))
-            print(f"  played {spec.label()} in {summary['match_seconds']:.0f}s: clean {summary['defender_accuracy']:.4f} "
-                  f"clone {summary['clone_accuracy']:.4f}", flush=True)
+            print(
+                f"  played {spec.label()} in {summary['match_seconds']:.0f}s: clean {summary['defender_accuracy']:.4f} "
+                f"clone {summary['clone_accuracy']:.4f}",
+                flush=True,
+            )
         return self.rows[key]
 
 
@@ -103,9 +114,15 @@ def run_grid(book: MatchBook, cfg: dict, defenders: list[str] = DEFENDERS, extra
             params = {} if defender == "undefended" else {**cfg["defender_params"], **(extra_params or {})}
             for attacker, mode in ATTACKS:
                 results[(seed, defender, attacker, mode)] = book.play(
-                    defender=defender, defender_params=params, attacker=attacker, label_mode=mode, seed=seed,
-                    query_budget=cfg["budgets"][attacker], attacker_params=cfg["attacker_params"][attacker],
-                    victim=cfg["victim"])
+                    defender=defender,
+                    defender_params=params,
+                    attacker=attacker,
+                    label_mode=mode,
+                    seed=seed,
+                    query_budget=cfg["budgets"][attacker],
+                    attacker_params=cfg["attacker_params"][attacker],
+                    victim=cfg["victim"],
+                )
     return results
 
 
@@ -113,8 +130,10 @@ def grid_tables(results: dict, cfg: dict, defenders: list[str] = DEFENDERS) -> s
     seeds = cfg["seeds"]
     first = lambda seed, d: results[(seed, d, *ATTACKS[0])]
     out = []
-    out.append("Clean accuracy on the test split (%), members' validation accuracy (%), training wall time "
-               "(s, from the artifact's first build).\n")
+    out.append(
+        "Clean accuracy on the test split (%), members' validation accuracy (%), training wall time "
+        "(s, from the artifact's first build).\n"
+    )
     out.append("| defender | clean accuracy | vs victim | member val accuracy | training s |")
     out.append("|---|---|---|---|---|")
     victim = [first(s, "undefended")["victim_accuracy"] for s in seeds]
@@ -130,9 +149,11 @@ def grid_tables(results: dict, cfg: dict, defenders: list[str] = DEFENDERS) -> s
             members = " / ".join(pm(list(v)) for v in per_member)
             train = pm([f["train_seconds"] for f in facts], scale=1.0, digits=0)
         out.append(f"| {d} | {pm(clean)} | {pm(delta)} | {members} | {train} |")
-    for metric, title in (("clone_accuracy", "Clone accuracy on the test split at the final budget (%)"),
-                          ("fidelity_victim", "Fidelity: clone agrees with the undefended victim (%, test split)"),
-                          ("fidelity_served", "Fidelity: clone agrees with the served answers (%, test split)")):
+    for metric, title in (
+        ("clone_accuracy", "Clone accuracy on the test split at the final budget (%)"),
+        ("fidelity_victim", "Fidelity: clone agrees with the undefended victim (%, test split)"),
+        ("fidelity_served", "Fidelity: clone agrees with the served answers (%, test split)"),
+    ):
         out.append(f"\n{title}.\n")
         out.append("| defender | " + " | ".join(ATTACK_LABEL[a] for a in ATTACKS) + " |")
         out.append("|---|" + "---|" * len(ATTACKS))
@@ -143,8 +164,15 @@ def grid_tables(results: dict, cfg: dict, defenders: list[str] = DEFENDERS) -> s
     out.append("| defender | " + " | ".join(ATTACK_LABEL[a] for a in ATTACKS) + " |")
     out.append("|---|" + "---|" * len(ATTACKS))
     for d in defenders[1:]:
-        cells = [pm([results[(s, d, *a)]["clone_accuracy"] - results[(s, "undefended", *a)]["clone_accuracy"]
-                     for s in seeds]) for a in ATTACKS]
+        cells = [
+            pm(
+                [
+                    results[(s, d, *a)]["clone_accuracy"] - results[(s, "undefended", *a)]["clone_accuracy"]
+                    for s in seeds
+                ]
+            )
+            for a in ATTACKS
+        ]
         out.append(f"| {d} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -190,11 +218,19 @@ def run_serving(quick: bool) -> str:
     for fuse in ("never", "always"):
         server = EnsembleServer(members, ["lenet5"] * 3, cpu, fuse=fuse)
         qps = _throughput(server, x, 2.0, 200)
-        rows.append((f"mnist: 3 x lenet5, {'fused (torch.func vmap)' if fuse == 'always' else 'one call per member'}",
-                     qps, qps / base))
-    out = [f"Serving throughput on CPU ({torch.get_num_threads()} torch thread(s)), batch "
-           f"{256 if not quick else '256 (MNIST) / 8 (CIFAR, quick)'}, random weights and inputs, inference mode.\n",
-           "| served model | queries/s | relative to its undefended victim |", "|---|---|---|"]
+        rows.append(
+            (
+                f"mnist: 3 x lenet5, {'fused (torch.func vmap)' if fuse == 'always' else 'one call per member'}",
+                qps,
+                qps / base,
+            )
+        )
+    out = [
+        f"Serving throughput on CPU ({torch.get_num_threads()} torch thread(s)), batch "
+        f"{256 if not quick else '256 (MNIST) / 8 (CIFAR, quick)'}, random weights and inputs, inference mode.\n",
+        "| served model | queries/s | relative to its undefended victim |",
+        "|---|---|---|",
+    ]
     out += [f"| {name} | {qps:,.0f} | {rel:.2f}x |" for name, qps, rel in rows]
     return "\n".join(out)
 
@@ -221,8 +257,10 @@ def _defender_for(cache: str, name: str, params: dict, seed: int, victim: dict |
     splits = load_dataset(spec.dataset, "data", cache)
     model, key, _ = load_victim(spec, splits, store, cpu, Quiet())
     cls = DEFENDERS.get(name)
-    defender = cls(cls.Params.model_validate(params),
-                   DefenderContext(victim=model, victim_key=key, splits=splits, device=cpu, store=store, seed=seed))
+    defender = cls(
+        cls.Params.model_validate(params),
+        DefenderContext(victim=model, victim_key=key, splits=splits, device=cpu, store=store, seed=seed),
+    )
     facts = defender.prepare() or {}
     return defender, facts, splits, model
 
@@ -254,28 +292,46 @@ def _entropies(cache: str, name: str, params: dict, seed: int, victim: dict | No
 
 def run_select(cache: str, quick: bool, victim: dict | None) -> str:
     extra = {"epochs": 1, "train_limit": 256} if quick else {}
-    ts, alphas, lams = (SELECT_T[:1], SELECT_ALPHA[:1], SELECT_LAMBDA[:2]) if quick else (SELECT_T, SELECT_ALPHA, SELECT_LAMBDA)
+    ts, alphas, lams = (
+        (SELECT_T[:1], SELECT_ALPHA[:1], SELECT_LAMBDA[:2]) if quick else (SELECT_T, SELECT_ALPHA, SELECT_LAMBDA)
+    )
     table, ensemble = {}, {}  # (arch, T, alpha, lam) -> member facts; lam -> ensemble val accuracy
     for T in ts:
         for alpha in alphas:
-            facts = _train_only(cache, [{"arch": a, "lam": 0.0, "T": T, "alpha": alpha} for a in MNIST_ARCHS], 0, extra, victim)
+            facts = _train_only(
+                cache, [{"arch": a, "lam": 0.0, "T": T, "alpha": alpha} for a in MNIST_ARCHS], 0, extra, victim
+            )
             for m in facts["members"]:
                 table[(m["arch"], T, alpha, 0.0)] = m
     victim_val = facts["victim_val_accuracy"]
     chosen = {}
     for arch in MNIST_ARCHS:
-        best = max(((T, a) for T in ts for a in alphas), key=lambda ta: (table[(arch, *ta, 0.0)]["val_accuracy"], -ta[0]))
+        best = max(
+            ((T, a) for T in ts for a in alphas), key=lambda ta: (table[(arch, *ta, 0.0)]["val_accuracy"], -ta[0])
+        )
         chosen[arch] = best
     for lam in lams:
-        facts = _train_only(cache, [{"arch": a, "lam": lam, "T": chosen[a][0], "alpha": chosen[a][1]} for a in MNIST_ARCHS], 0, extra, victim)
+        facts = _train_only(
+            cache,
+            [{"arch": a, "lam": lam, "T": chosen[a][0], "alpha": chosen[a][1]} for a in MNIST_ARCHS],
+            0,
+            extra,
+            victim,
+        )
         ensemble[lam] = facts["ensemble_val_accuracy"]
         for m in facts["members"]:
             table[(m["arch"], m["T"], m["alpha"], lam)] = m
-    pick = max(lam for lam in lams if ensemble[lam] >= victim_val - 0.015 - 1e-9) if any(
-        ensemble[lam] >= victim_val - 0.015 - 1e-9 for lam in lams) else 0.0
-    out = ["Step 1 - lambda = 0, member validation accuracy (%) for each (T, alpha); the best per member "
-           "(ties: smaller T) is kept.\n",
-           "| T, alpha | " + " | ".join(MNIST_ARCHS) + " |", "|---|" + "---|" * len(MNIST_ARCHS)]
+    pick = (
+        max(lam for lam in lams if ensemble[lam] >= victim_val - 0.015 - 1e-9)
+        if any(ensemble[lam] >= victim_val - 0.015 - 1e-9 for lam in lams)
+        else 0.0
+    )
+    out = [
+        "Step 1 - lambda = 0, member validation accuracy (%) for each (T, alpha); the best per member "
+        "(ties: smaller T) is kept.\n",
+        "| T, alpha | " + " | ".join(MNIST_ARCHS) + " |",
+        "|---|" + "---|" * len(MNIST_ARCHS),
+    ]
     for T in ts:
         for alpha in alphas:
             cells = []
@@ -283,23 +339,32 @@ def run_select(cache: str, quick: bool, victim: dict | None) -> str:
                 v = f"{table[(arch, T, alpha, 0.0)]['val_accuracy'] * 100:.2f}"
                 cells.append(f"**{v}**" if chosen[arch] == (T, alpha) else v)
             out.append(f"| {T:g}, {alpha:g} | " + " | ".join(cells) + " |")
-    out.append("\nStep 2 - one lambda for all members, each at its (T, alpha): member validation accuracy (%) / "
-               "final mean KL(member || simulated attacker) on augmented batches / simulated attacker's "
-               "validation agreement with its member (%); ensemble validation accuracy (%). Chosen: the largest "
-               f"lambda whose ensemble stays within 1.5 points of the victim's validation accuracy ({victim_val * 100:.2f}).\n")
-    out.append("| lambda | " + " | ".join(f"{a} (T {chosen[a][0]:g}, alpha {chosen[a][1]:g})" for a in MNIST_ARCHS)
-               + " | ensemble |")
+    out.append(
+        "\nStep 2 - one lambda for all members, each at its (T, alpha): member validation accuracy (%) / "
+        "final mean KL(member || simulated attacker) on augmented batches / simulated attacker's "
+        "validation agreement with its member (%); ensemble validation accuracy (%). Chosen: the largest "
+        f"lambda whose ensemble stays within 1.5 points of the victim's validation accuracy ({victim_val * 100:.2f}).\n"
+    )
+    out.append(
+        "| lambda | "
+        + " | ".join(f"{a} (T {chosen[a][0]:g}, alpha {chosen[a][1]:g})" for a in MNIST_ARCHS)
+        + " | ensemble |"
+    )
     out.append("|---|" + "---|" * (len(MNIST_ARCHS) + 1))
     for lam in lams:
         cells = []
         for arch in MNIST_ARCHS:
             m = table[(arch, *chosen[arch], lam)]
-            cells.append(f"{m['val_accuracy'] * 100:.2f} / {m['final_mean_ext']:.3f} / {m['simulated_attacker_val_agreement'] * 100:.1f}")
+            cells.append(
+                f"{m['val_accuracy'] * 100:.2f} / {m['final_mean_ext']:.3f} / {m['simulated_attacker_val_agreement'] * 100:.1f}"
+            )
         cells.append(f"{ensemble[lam] * 100:.2f}")
         row = f"| {lam:g} | " + " | ".join(cells) + " |"
         out.append(row.replace(f"| {lam:g} |", f"| **{lam:g}** |") if lam == pick else row)
-    out.append("\nSelected MNIST preset (architecture, lambda, T, alpha): "
-               + ", ".join(f"({a}, {pick:g}, {chosen[a][0]:g}, {chosen[a][1]:g})" for a in MNIST_ARCHS))
+    out.append(
+        "\nSelected MNIST preset (architecture, lambda, T, alpha): "
+        + ", ".join(f"({a}, {pick:g}, {chosen[a][0]:g}, {chosen[a][1]:g})" for a in MNIST_ARCHS)
+    )
     return "\n".join(out)
 
 
@@ -316,31 +381,54 @@ INVESTIGATE = [
 
 def run_investigate(book: MatchBook, cfg: dict, cache: str) -> str:
     seeds = cfg["seeds"]
-    out = ["Variants of `misleader` (one setting changed). Clean accuracy and clone accuracy (%, test split); "
-           "the extraction term's own objective: final mean KL(member || simulated attacker) on augmented "
-           "batches and the simulated attacker's validation agreement with its member (%), averaged over "
-           "members; mean entropy (nats) of the served probabilities on test images and on uniform-noise "
-           "images (DFME's queries start out as noise-like images).\n",
-           "| variant | clean | KL(member‖sim.) | sim. agreement | entropy test | entropy noise | "
-           + " | ".join(f"clone, {ATTACK_LABEL[a]}" for a in ATTACKS) + " |",
-           "|---|---|---|---|---|---|" + "---|" * len(ATTACKS)]
+    out = [
+        "Variants of `misleader` (one setting changed). Clean accuracy and clone accuracy (%, test split); "
+        "the extraction term's own objective: final mean KL(member || simulated attacker) on augmented "
+        "batches and the simulated attacker's validation agreement with its member (%), averaged over "
+        "members; mean entropy (nats) of the served probabilities on test images and on uniform-noise "
+        "images (DFME's queries start out as noise-like images).\n",
+        "| variant | clean | KL(member‖sim.) | sim. agreement | entropy test | entropy noise | "
+        + " | ".join(f"clone, {ATTACK_LABEL[a]}" for a in ATTACKS)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(ATTACKS),
+    ]
     variants = [("undefended", "undefended", {})] + INVESTIGATE
     for label, name, params in variants:
         full_params = {} if name == "undefended" else {**cfg["defender_params"], **params}
-        rows = {a: [book.play(defender=name, defender_params=full_params, attacker=a[0], label_mode=a[1], seed=s,
-                              query_budget=cfg["budgets"][a[0]], attacker_params=cfg["attacker_params"][a[0]],
-                              victim=cfg["victim"]) for s in seeds] for a in ATTACKS}
+        rows = {
+            a: [
+                book.play(
+                    defender=name,
+                    defender_params=full_params,
+                    attacker=a[0],
+                    label_mode=a[1],
+                    seed=s,
+                    query_budget=cfg["budgets"][a[0]],
+                    attacker_params=cfg["attacker_params"][a[0]],
+                    victim=cfg["victim"],
+                )
+                for s in seeds
+            ]
+            for a in ATTACKS
+        }
         first = rows[ATTACKS[0]]
         ent = [_entropies(cache, name, full_params, s, cfg["victim"]) for s in seeds]
         if name == "undefended":
             ext, agree = "-", "-"
         else:
             ext = pm([statistics.fmean(m["final_mean_ext"] for m in r["defender"]["members"]) for r in first], 1.0, 3)
-            agree = pm([statistics.fmean(m["simulated_attacker_val_agreement"] for m in r["defender"]["members"])
-                        for r in first])
-        out.append(f"| {label} | {pm([r['defender_accuracy'] for r in first])} | {ext} | {agree} | "
-                   f"{pm([e[0] for e in ent], 1.0, 2)} | {pm([e[1] for e in ent], 1.0, 2)} | "
-                   + " | ".join(pm([r["clone_accuracy"] for r in rows[a]]) for a in ATTACKS) + " |")
+            agree = pm(
+                [
+                    statistics.fmean(m["simulated_attacker_val_agreement"] for m in r["defender"]["members"])
+                    for r in first
+                ]
+            )
+        out.append(
+            f"| {label} | {pm([r['defender_accuracy'] for r in first])} | {ext} | {agree} | "
+            f"{pm([e[0] for e in ent], 1.0, 2)} | {pm([e[1] for e in ent], 1.0, 2)} | "
+            + " | ".join(pm([r["clone_accuracy"] for r in rows[a]]) for a in ATTACKS)
+            + " |"
+        )
     return "\n".join(out)
 
 
@@ -350,8 +438,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run; prints, writes nothing")
     parser.add_argument("--parts", default="select,grid,serving,investigate")
     parser.add_argument("--cache-dir", default=None, help="artifact cache (default /tmp/arena-bench-misleader[-quick])")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on the shared 2-core machine 2 threads ran ~10x slower)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on the shared 2-core machine 2 threads ran ~10x slower)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = QUICK if args.quick else FULL
@@ -393,11 +485,15 @@ def main() -> None:
         f"(in-distribution pool, budget {cfg['budgets']['knockoff']}, default training), DFME (budget "
         f"{cfg['budgets']['dfme']:,}, default settings). Fidelity and accuracy on the 1,000-image test split.\n"
     )
-    titles = {"select": "### Choosing the MNIST preset on the validation split",
-              "grid": "### Utility, extraction and training cost",
-              "serving": "### Serving cost",
-              "investigate": "### Investigation (is the extraction term doing anything?)"}
-    body = "\n\n".join(f"{titles[p]}\n\n{sections[p]}" for p in ("select", "grid", "serving", "investigate") if p in sections)
+    titles = {
+        "select": "### Choosing the MNIST preset on the validation split",
+        "grid": "### Utility, extraction and training cost",
+        "serving": "### Serving cost",
+        "investigate": "### Investigation (is the extraction term doing anything?)",
+    }
+    body = "\n\n".join(
+        f"{titles[p]}\n\n{sections[p]}" for p in ("select", "grid", "serving", "investigate") if p in sections
+    )
     print("wrote", write_section("misleader", header + "\n" + body))
 
 

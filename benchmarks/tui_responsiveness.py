@@ -19,6 +19,7 @@ What it does:
 It prints a markdown table and (full run, or --write) rewrites the `tui` section of
 docs/results.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ import tempfile
 import termios
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +79,9 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict):
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
-        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
-                                        start_new_session=True, close_fds=True)
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True, close_fds=True
+        )
         os.close(slave)
         self.frames: list[tuple[float, bytes]] = []  # (time the frame ended, frame bytes)
         self.lock = threading.Condition()
@@ -108,8 +110,8 @@ class Terminal:
                     end = self._buffer.find(SYNC_END, start + 1) if start >= 0 else -1
                     if start < 0 or end < 0:
                         break
-                    self.frames.append((now, self._buffer[start + len(SYNC_START):end]))
-                    self._buffer = self._buffer[end + len(SYNC_END):]
+                    self.frames.append((now, self._buffer[start + len(SYNC_START) : end]))
+                    self._buffer = self._buffer[end + len(SYNC_END) :]
                     self.lock.notify_all()
 
     def press(self, key: str, marker: bytes | None, timeout: float = 10.0) -> float | None:
@@ -168,7 +170,7 @@ def match_row(db: str, match_id: int) -> tuple[str, str]:
 def renice(pid: int, nice: int) -> None:
     """Set the nice value of every thread of a process (Linux: torch's threads included)."""
     tasks = Path(f"/proc/{pid}/task")
-    for tid in ([int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]):
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]:
         try:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
         except (ProcessLookupError, PermissionError):
@@ -177,15 +179,16 @@ def renice(pid: int, nice: int) -> None:
 
 def active_position(db: str, match_id: int) -> int:
     with sqlite3.connect(db, timeout=30) as conn:
-        ids = [r[0] for r in conn.execute("select id from matches where status in ('queued', 'running') "
-                                          "order by id desc")]
+        ids = [
+            r[0] for r in conn.execute("select id from matches where status in ('queued', 'running') order by id desc")
+        ]
     return ids.index(match_id)
 
 
 def checkpoint_times(db: str, match_id: int) -> list[float]:
     with sqlite3.connect(db, timeout=30) as conn:
         rows = conn.execute('select created_at from checkpoints where match_id = ? order by "index"', (match_id,))
-        return [datetime.fromisoformat(r[0]).replace(tzinfo=timezone.utc).timestamp() for r in rows]
+        return [datetime.fromisoformat(r[0]).replace(tzinfo=UTC).timestamp() for r in rows]
 
 
 def summarise(values: list[float]) -> tuple[str, str, str, str]:
@@ -193,8 +196,12 @@ def summarise(values: list[float]) -> tuple[str, str, str, str]:
         return "-", "-", "-", "0"
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return (f"{1000 * statistics.median(ordered):.0f}", f"{1000 * p95:.0f}", f"{1000 * ordered[-1]:.0f}",
-            str(len(ordered)))
+    return (
+        f"{1000 * statistics.median(ordered):.0f}",
+        f"{1000 * p95:.0f}",
+        f"{1000 * ordered[-1]:.0f}",
+        str(len(ordered)),
+    )
 
 
 def main() -> None:
@@ -217,18 +224,49 @@ def main() -> None:
 
     # seeds 0-5 in one batch: the worker plays the first; the others wait in the queue, so the
     # leaderboard has rows to move through
-    queued = subprocess.run([python, "-m", "arena.cli", "run", "--enqueue", "-a", "knockoff", "-b", "1200",
-                             "--seed", "0,1,2,3,4,5", "--device", "cpu", "--config", str(config), *common],
-                            capture_output=True, text=True, cwd=ROOT, check=True)
+    queued = subprocess.run(
+        [
+            python,
+            "-m",
+            "arena.cli",
+            "run",
+            "--enqueue",
+            "-a",
+            "knockoff",
+            "-b",
+            "1200",
+            "--seed",
+            "0,1,2,3,4,5",
+            "--device",
+            "cpu",
+            "--config",
+            str(config),
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     match_id = int(re.search(r"queued \d+ match\(es\) (\d+)", queued.stderr).group(1))
     # one finished (cancelled) match at the bottom of the leaderboard, to open its details
-    subprocess.run([python, "-m", "arena.cli", "cancel", str(match_id + 1), "--db", db], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [python, "-m", "arena.cli", "cancel", str(match_id + 1), "--db", db], cwd=ROOT, check=True, capture_output=True
+    )
     # started at normal priority (like `arena worker` in another terminal); reniced for round 2
-    worker = subprocess.Popen([python, "-m", "arena.cli", "worker", "--match", str(match_id), *common],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "worker.log", "w"))
-    env = {**os.environ, "TERM": "xterm-256color", "ARENA_TUI_TRACE": str(trace), "COLUMNS": str(COLS),
-           "LINES": str(ROWS)}
+    worker = subprocess.Popen(
+        [python, "-m", "arena.cli", "worker", "--match", str(match_id), *common],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "worker.log", "w"),
+    )
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "ARENA_TUI_TRACE": str(trace),
+        "COLUMNS": str(COLS),
+        "LINES": str(ROWS),
+    }
     env.pop("NO_COLOR", None)
     env.pop("ESCDELAY", None)  # Textual's defaults
     term = Terminal([python, "-m", "arena.cli", "tui", *common], env)
@@ -308,11 +346,17 @@ def main() -> None:
         return f"{median} / {p95} / {worst}"
 
     for _, _, label in CYCLE:
-        lines.append(f"| {label} | " + " | ".join(cells(r[label]) for r in rounds.values())
-                     + f" | {len(rounds[ROUNDS_FIRST][label])} each |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(cells(r[label]) for r in rounds.values())
+            + f" | {len(rounds[ROUNDS_FIRST][label])} each |"
+        )
     every = {nice: [v for values in r.values() for v in values] for nice, r in rounds.items()}
-    lines.append("| **all keypresses** (target <= 200 ms) | " + " | ".join(cells(v) for v in every.values())
-                 + f" | {len(every[ROUNDS_FIRST])} each |")
+    lines.append(
+        "| **all keypresses** (target <= 200 ms) | "
+        + " | ".join(cells(v) for v in every.values())
+        + f" | {len(every[ROUNDS_FIRST])} each |"
+    )
     if cancel is not None:
         lines.append(f"| x (cancel) -> notification, live view | - | {1000 * cancel:.0f} | 1 |")
     lines += [

@@ -5,6 +5,7 @@ passes that as a JSON-able spec). Weights are safetensors files, never pickles, 
 is checked against the SHA-256 recorded beside it: a corrupt or truncated artifact is
 deleted and rebuilt, never trusted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file

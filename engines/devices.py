@@ -1,4 +1,5 @@
 """Device selection: `auto`, `cpu`, `cuda` or `cuda:N`."""
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,7 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ArenaError(
-            f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible); "
-            "choose a smaller index"
+            f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible); choose a smaller index"
         )
     return device
 

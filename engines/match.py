@@ -3,6 +3,7 @@ its budget through the oracle, and score the clone at every budget checkpoint.
 
 The engine knows nothing about databases or terminals: it reports to a `MatchObserver`.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,9 @@ def victim_key(spec: MatchSpec, splits: DatasetSplits) -> dict:
     }
 
 
-def load_victim(spec: MatchSpec, splits: DatasetSplits, store: ArtifactStore, device: torch.device,
-                observer: MatchObserver) -> tuple[torch.nn.Module, dict, dict]:
+def load_victim(
+    spec: MatchSpec, splits: DatasetSplits, store: ArtifactStore, device: torch.device, observer: MatchObserver
+) -> tuple[torch.nn.Module, dict, dict]:
     key = victim_key(spec, splits)
 
     def make():
@@ -64,8 +66,17 @@ def load_victim(spec: MatchSpec, splits: DatasetSplits, store: ArtifactStore, de
         observer.phase("training victim", f"{spec.victim.arch} on {spec.dataset}")
         generator = seed_everything(spec.seed)
         model = make()
-        report = fit(model, splits.defender_train.images, splits.defender_train.labels, spec.victim.train, device,
-                     generator, val=splits.defender_val, progress=observer.progress, should_stop=observer.should_stop)
+        report = fit(
+            model,
+            splits.defender_train.images,
+            splits.defender_train.labels,
+            spec.victim.train,
+            device,
+            generator,
+            val=splits.defender_val,
+            progress=observer.progress,
+            should_stop=observer.should_stop,
+        )
         return model.state_dict(), report
 
     tensors, report, reused = store.get_or_build("victim", key, build)
@@ -94,19 +105,38 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
     defender_cls = DEFENDERS.get(spec.defender)
     defender = defender_cls(
         defender_cls.Params.model_validate(spec.defender_params),
-        DefenderContext(victim=victim, victim_key=key, splits=splits, device=device, store=store, seed=spec.seed,
-                        progress=observer.progress, log=observer.log, should_stop=observer.should_stop),
+        DefenderContext(
+            victim=victim,
+            victim_key=key,
+            splits=splits,
+            device=device,
+            store=store,
+            seed=spec.seed,
+            progress=observer.progress,
+            log=observer.log,
+            should_stop=observer.should_stop,
+        ),
     )
     started = time.perf_counter()
     defender_info = defender.prepare() or {}
     defender_info.setdefault("prepare_seconds", time.perf_counter() - started)
     with torch.inference_mode():
-        served = torch.cat([defender.serve(splits.test.floats(slice(i, i + 1024)).to(device)).float().cpu()
-                            for i in range(0, len(splits.test), 1024)])
+        served = torch.cat(
+            [
+                defender.serve(splits.test.floats(slice(i, i + 1024)).to(device)).float().cpu()
+                for i in range(0, len(splits.test), 1024)
+            ]
+        )
     served_labels = served.argmax(1)
     defender_accuracy = (served_labels == splits.test.labels).float().mean().item()
-    observer.defender_ready({"victim_accuracy": victim_accuracy, "defender_accuracy": defender_accuracy,
-                             "victim": victim_report, "defender": defender_info})
+    observer.defender_ready(
+        {
+            "victim_accuracy": victim_accuracy,
+            "defender_accuracy": defender_accuracy,
+            "victim": victim_report,
+            "defender": defender_info,
+        }
+    )
     observer.log(f"defender clean accuracy {defender_accuracy:.4f}")
 
     attacker_cls = ATTACKERS.get(spec.attacker)
@@ -118,9 +148,12 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
     recorded: list[dict] = []
 
     def evaluate(clone, queries_used: int) -> dict:
-        row = {"queries_used": queries_used, **scorer(clone),
-               "wall_seconds": time.perf_counter() - attack_started,
-               "serving_seconds": oracle_box[0].serving_seconds}
+        row = {
+            "queries_used": queries_used,
+            **scorer(clone),
+            "wall_seconds": time.perf_counter() - attack_started,
+            "serving_seconds": oracle_box[0].serving_seconds,
+        }
         recorded.append(row)
         observer.checkpoint(row)
         return row
@@ -129,14 +162,32 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
         observer.should_stop()
         observer.progress(used, spec.query_budget, "")
 
-    oracle = Oracle(defender.serve, spec.query_budget, spec.label_mode, splits.num_classes, splits.image_shape,
-                    device, topk=spec.topk, on_query=on_query)
+    oracle = Oracle(
+        defender.serve,
+        spec.query_budget,
+        spec.label_mode,
+        splits.num_classes,
+        splits.image_shape,
+        device,
+        topk=spec.topk,
+        on_query=on_query,
+    )
     oracle_box.append(oracle)
-    ctx = AttackContext(family=DATASETS_FAMILY(spec.dataset), num_classes=splits.num_classes,
-                        image_shape=splits.image_shape, mean=splits.mean, std=splits.std, pool=pool, device=device,
-                        seed=spec.seed, checkpoints=checkpoint_schedule(spec.query_budget, spec.checkpoints),
-                        evaluate=evaluate, progress=observer.progress, log=observer.log,
-                        should_stop=observer.should_stop)
+    ctx = AttackContext(
+        family=DATASETS_FAMILY(spec.dataset),
+        num_classes=splits.num_classes,
+        image_shape=splits.image_shape,
+        mean=splits.mean,
+        std=splits.std,
+        pool=pool,
+        device=device,
+        seed=spec.seed,
+        checkpoints=checkpoint_schedule(spec.query_budget, spec.checkpoints),
+        evaluate=evaluate,
+        progress=observer.progress,
+        log=observer.log,
+        should_stop=observer.should_stop,
+    )
     observer.phase("attacking", f"{spec.attacker} ({spec.label_mode}), budget {spec.query_budget}")
     seed_everything(spec.seed)
     clone = attacker.run(oracle, ctx)

@@ -1,4 +1,5 @@
 """Scoring a clone on the test split (the attacker never sees it)."""
+
 from __future__ import annotations
 
 import torch

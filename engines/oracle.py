@@ -10,10 +10,12 @@ Output contract, the same for every defender:
 - `topk`: (N, C) probabilities with all but the k largest entries set to 0 (not renormalised,
   as a top-k API would report them).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -27,8 +29,19 @@ LABEL_MODES: tuple[str, ...] = ("soft", "hard", "topk")
 class Oracle:
     """Counts, serves and times queries. Attackers get this object and nothing else."""
 
-    __slots__ = ("_serve", "_device", "_on_query", "query_budget", "label_mode", "topk",
-                 "num_classes", "input_shape", "queries_used", "serving_seconds", "calls")
+    __slots__ = (
+        "_serve",
+        "_device",
+        "_on_query",
+        "query_budget",
+        "label_mode",
+        "topk",
+        "num_classes",
+        "input_shape",
+        "queries_used",
+        "serving_seconds",
+        "calls",
+    )
 
     def __init__(
         self,

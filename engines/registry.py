@@ -4,11 +4,13 @@ A defender, attacker, data set or model registers itself with a decorator in its
 `Registry.discover()` imports every module of the owning package once, so adding a new one is
 a single new file.
 """
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from engines.errors import ArenaError
 
@@ -50,9 +52,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise ArenaError(
-                f"unknown {self.kind} {name!r}; choose one of: {known} (see `arena list`)"
-            ) from None
+            raise ArenaError(f"unknown {self.kind} {name!r}; choose one of: {known} (see `arena list`)") from None
 
     def names(self) -> list[str]:
         self.discover()

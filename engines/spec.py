@@ -1,4 +1,5 @@
 """A match specification: configuration as data, validated, and saved with every match."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -49,7 +50,7 @@ class MatchSpec(BaseModel):
         except ArenaError as exc:
             raise ValueError(str(exc)) from None
 
-    def resolve(self) -> "MatchSpec":
+    def resolve(self) -> MatchSpec:
         """Fill defaults from the registries and validate names and parameters.
 
         Raises ArenaError (one line) on anything unknown or impossible."""
@@ -63,12 +64,14 @@ class MatchSpec(BaseModel):
             MODELS.get(arch)
         defender_params = _validate_params(defender_cls.Params, self.defender_params, f"defender {self.defender!r}")
         attacker_params = _validate_params(attacker_cls.Params, self.attacker_params, f"attacker {self.attacker!r}")
-        return self.model_copy(update={
-            "defender_params": defender_params,
-            "attacker_params": attacker_params,
-            "query_budget": self.query_budget or attacker_cls.default_budget,
-            "victim": self.victim.model_copy(update={"arch": arch}),
-        })
+        return self.model_copy(
+            update={
+                "defender_params": defender_params,
+                "attacker_params": attacker_params,
+                "query_budget": self.query_budget or attacker_cls.default_budget,
+                "victim": self.victim.model_copy(update={"arch": arch}),
+            }
+        )
 
     def label(self) -> str:
         return f"{self.defender} vs {self.attacker} ({self.label_mode}) on {self.dataset}, seed {self.seed}"
@@ -91,6 +94,6 @@ def checkpoint_schedule(query_budget: int, count: int) -> list[int]:
     if count <= 1 or first >= query_budget:
         return [query_budget]
     ratio = (query_budget / first) ** (1 / (count - 1))
-    points = sorted({min(query_budget, max(1, round(first * ratio ** i))) for i in range(count)})
+    points = sorted({min(query_budget, max(1, round(first * ratio**i))) for i in range(count)})
     points[-1] = query_budget
     return points

@@ -3,12 +3,14 @@
 Batches are drawn from in-memory uint8 tensors with an explicit torch.Generator, so a seed
 fixes the whole run on CPU (no DataLoader worker processes, no global RNG).
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
-from typing import Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +52,13 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                  translate: float = 0.1, scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 10.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> torch.Tensor:
     """Per-image random rotation/shift/scale of a float batch, drawn from `generator`."""
     n = x.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
@@ -63,10 +70,12 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
-def iterate_batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> Iterator[torch.Tensor]:
+def iterate_batches(
+    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
+) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 @torch.inference_mode()
@@ -76,7 +85,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, device: torch.device, 
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         if chunk.dtype == torch.uint8:
             chunk = chunk.float().div_(255.0)
         out.append(torch.softmax(model(chunk.to(device)).float(), dim=1).cpu())

@@ -1,5 +1,6 @@
 """Engine factory: SQLite by default (WAL, busy timeout, immediate write transactions),
 any SQLAlchemy URL otherwise. One engine per process; never share one across fork."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,10 @@ def open_database(url: str | None = None, write: bool = True, create: bool = Tru
     if is_sqlite and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
         if not path.parent.exists():
-            raise ArenaError(f"cannot open database {url!r}: folder {str(path.parent)!r} does not exist; "
-                             "create it or pass another --db")
+            raise ArenaError(
+                f"cannot open database {url!r}: folder {str(path.parent)!r} does not exist; "
+                "create it or pass another --db"
+            )
         if not create and not path.exists():
             raise ArenaError(f"no database at {str(path)!r}; play a match first (`arena run`) or pass --db")
     try:
@@ -92,8 +95,10 @@ def _check_schema(engine: Engine, create: bool) -> None:
         info = session.exec(select(SchemaInfo)).first()
     found = info.version if info else None
     if found != SCHEMA_VERSION:
-        raise ArenaError(f"database schema version {found} does not match this arena's {SCHEMA_VERSION}; "
-                         "use a new --db file (or migrate the old one)")
+        raise ArenaError(
+            f"database schema version {found} does not match this arena's {SCHEMA_VERSION}; "
+            "use a new --db file (or migrate the old one)"
+        )
 
 
 def session(engine: Engine) -> Session:

@@ -1,4 +1,5 @@
 """Reads and writes of the leaderboard, returning plain objects (safe outside a session)."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,39 @@ from sqlmodel import Session, select
 from storage.tables import Checkpoint, Match, MatchEvent, utcnow
 
 LEADERBOARD_TABLE_COLUMNS = (
-    "rank", "id", "defender", "attacker", "label_mode", "dataset", "query_budget", "seed",
-    "defender_accuracy", "clone_accuracy", "fidelity_served", "queries_used",
+    "rank",
+    "id",
+    "defender",
+    "attacker",
+    "label_mode",
+    "dataset",
+    "query_budget",
+    "seed",
+    "defender_accuracy",
+    "clone_accuracy",
+    "fidelity_served",
+    "queries_used",
 )
 LEADERBOARD_COLUMNS = (
-    "rank", "id", "defender", "attacker", "label_mode", "dataset", "pool", "query_budget", "seed",
-    "status", "victim_accuracy", "defender_accuracy", "clone_accuracy", "best_clone_accuracy",
-    "fidelity_served", "fidelity_victim", "queries_used", "serving_seconds_per_query", "wall_seconds",
+    "rank",
+    "id",
+    "defender",
+    "attacker",
+    "label_mode",
+    "dataset",
+    "pool",
+    "query_budget",
+    "seed",
+    "status",
+    "victim_accuracy",
+    "defender_accuracy",
+    "clone_accuracy",
+    "best_clone_accuracy",
+    "fidelity_served",
+    "fidelity_victim",
+    "queries_used",
+    "serving_seconds_per_query",
+    "wall_seconds",
 )
 
 
@@ -35,14 +62,22 @@ def leaderboard(engine: Engine, filters: LeaderboardFilter | None = None) -> lis
 
     Rank 1 is the best defence: the lowest final clone accuracy (ties share a rank)."""
     filters = filters or LeaderboardFilter()
-    rank = func.rank().over(
-        partition_by=(Match.dataset, Match.attacker, Match.label_mode, Match.query_budget),
-        order_by=Match.clone_accuracy.asc(),
-    ).label("rank")
+    rank = (
+        func.rank()
+        .over(
+            partition_by=(Match.dataset, Match.attacker, Match.label_mode, Match.query_budget),
+            order_by=Match.clone_accuracy.asc(),
+        )
+        .label("rank")
+    )
     query = select(rank, Match)
-    for column, value in (("dataset", filters.dataset), ("attacker", filters.attacker),
-                          ("defender", filters.defender), ("label_mode", filters.label_mode),
-                          ("status", filters.status)):
+    for column, value in (
+        ("dataset", filters.dataset),
+        ("attacker", filters.attacker),
+        ("defender", filters.defender),
+        ("label_mode", filters.label_mode),
+        ("status", filters.status),
+    ):
         if value is not None:
             query = query.where(getattr(Match, column) == value)
     query = query.order_by(Match.dataset, Match.attacker, Match.label_mode, Match.query_budget, "rank", Match.id)
@@ -67,22 +102,38 @@ def list_matches(engine: Engine, limit: int = 200) -> list[Match]:
 
 def checkpoints(engine: Engine, match_id: int) -> list[Checkpoint]:
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(select(Checkpoint).where(Checkpoint.match_id == match_id).order_by(Checkpoint.index)).all())
+        return list(
+            session.exec(select(Checkpoint).where(Checkpoint.match_id == match_id).order_by(Checkpoint.index)).all()
+        )
 
 
 def events(engine: Engine, match_id: int, after_id: int = 0) -> list[MatchEvent]:
     with Session(engine, expire_on_commit=False) as session:
-        query = select(MatchEvent).where(MatchEvent.match_id == match_id, MatchEvent.id > after_id).order_by(MatchEvent.id)
+        query = (
+            select(MatchEvent).where(MatchEvent.match_id == match_id, MatchEvent.id > after_id).order_by(MatchEvent.id)
+        )
         return list(session.exec(query).all())
 
 
 def create_matches(engine: Engine, batch_id: str, specs: list, provenance: dict) -> list[int]:
     """Insert queued matches for resolved specs in one transaction; returns their ids."""
     with Session(engine, expire_on_commit=False) as session:
-        rows = [Match(batch_id=batch_id, defender=s.defender, attacker=s.attacker, dataset=s.dataset, pool=s.pool,
-                      label_mode=s.label_mode, query_budget=s.query_budget, seed=s.seed, device=s.device,
-                      config_json=s.model_dump_json(), provenance_json=json.dumps(provenance))
-                for s in specs]
+        rows = [
+            Match(
+                batch_id=batch_id,
+                defender=s.defender,
+                attacker=s.attacker,
+                dataset=s.dataset,
+                pool=s.pool,
+                label_mode=s.label_mode,
+                query_budget=s.query_budget,
+                seed=s.seed,
+                device=s.device,
+                config_json=s.model_dump_json(),
+                provenance_json=json.dumps(provenance),
+            )
+            for s in specs
+        ]
         session.add_all(rows)
         session.commit()
         return [row.id for row in rows]
@@ -120,9 +171,24 @@ def add_event(engine: Engine, match_id: int, kind: str, message: str) -> None:
 def add_checkpoint(engine: Engine, match_id: int, index: int, row: dict) -> None:
     """One checkpoint and the match's running numbers, in one short transaction."""
     with Session(engine) as session:
-        session.add(Checkpoint(match_id=match_id, index=index, **{k: row[k] for k in (
-            "queries_used", "clone_accuracy", "best_clone_accuracy", "fidelity_served", "fidelity_victim",
-            "wall_seconds", "serving_seconds")}))
+        session.add(
+            Checkpoint(
+                match_id=match_id,
+                index=index,
+                **{
+                    k: row[k]
+                    for k in (
+                        "queries_used",
+                        "clone_accuracy",
+                        "best_clone_accuracy",
+                        "fidelity_served",
+                        "fidelity_victim",
+                        "wall_seconds",
+                        "serving_seconds",
+                    )
+                },
+            )
+        )
         match = session.get(Match, match_id)
         match.clone_accuracy = row["clone_accuracy"]
         match.best_clone_accuracy = row["best_clone_accuracy"]
@@ -144,17 +210,23 @@ def start_match(engine: Engine, match_id: int) -> bool:
     from sqlalchemy import update
 
     with Session(engine) as session:
-        result = session.exec(update(Match).where(Match.id == match_id, Match.status == "queued",
-                                                  Match.cancel_requested == False)  # noqa: E712
-                              .values(status="running", phase="starting", started_at=utcnow()))
+        result = session.exec(
+            update(Match)
+            .where(Match.id == match_id, Match.status == "queued", Match.cancel_requested == False)  # noqa: E712
+            .values(status="running", phase="starting", started_at=utcnow())
+        )
         session.commit()
         return result.rowcount == 1
 
 
 def claim_oldest_queued(engine: Engine) -> int | None:
     with Session(engine) as session:  # writers BEGIN IMMEDIATE: select and update are one step
-        match = session.exec(select(Match).where(Match.status == "queued", Match.cancel_requested == False)  # noqa: E712
-                             .order_by(Match.id).limit(1)).first()
+        match = session.exec(
+            select(Match)
+            .where(Match.status == "queued", Match.cancel_requested == False)  # noqa: E712
+            .order_by(Match.id)
+            .limit(1)
+        ).first()
         if match is None:
             return None
         match.status, match.phase, match.started_at = "running", "starting", utcnow()

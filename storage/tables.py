@@ -1,7 +1,8 @@
 """The leaderboard schema. Bump storage.engine.SCHEMA_VERSION on any change here."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlmodel import Field, SQLModel
 
@@ -9,7 +10,7 @@ MATCH_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class SchemaInfo(SQLModel, table=True):

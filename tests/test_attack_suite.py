@@ -2,6 +2,7 @@
 
 Every attack runs with tiny parameters (through its Params) so the whole file stays fast.
 """
+
 import pytest
 import torch
 
@@ -85,9 +86,18 @@ def run_direct(name, params, mode, budget, splits, victim, seed=0, pool=None, ch
             evaluations.append((used, clone(test_x).argmax(1).tolist()))
         return {}
 
-    ctx = AttackContext(family="mnist", num_classes=splits.num_classes, image_shape=splits.image_shape,
-                        mean=splits.mean, std=splits.std, pool=pool, device=torch.device("cpu"), seed=seed,
-                        checkpoints=checkpoints or checkpoint_schedule(budget, 12), evaluate=evaluate)
+    ctx = AttackContext(
+        family="mnist",
+        num_classes=splits.num_classes,
+        image_shape=splits.image_shape,
+        mean=splits.mean,
+        std=splits.std,
+        pool=pool,
+        device=torch.device("cpu"),
+        seed=seed,
+        checkpoints=checkpoints or checkpoint_schedule(budget, 12),
+        evaluate=evaluate,
+    )
     torch.manual_seed(seed)
     clone = attacker.run(oracle, ctx)
     return attacker, oracle, spy, evaluations, clone
@@ -161,12 +171,17 @@ def test_activethief_kcenter_and_uncertainty_choose_differently(mnist5k, tiny_vi
 def test_knockoff_adaptive_learns_to_avoid_uninformative_clusters(mnist5k, decent_victim):
     """Against random sampling's ~50 %, the bandit should spend far fewer queries on junk."""
     g = torch.Generator().manual_seed(5)
-    junk = torch.cat([(torch.rand(150, 1, 32, 32, generator=g) * 255).to(torch.uint8),
-                      torch.zeros(150, 1, 32, 32, dtype=torch.uint8)])
+    junk = torch.cat(
+        [
+            (torch.rand(150, 1, 32, 32, generator=g) * 255).to(torch.uint8),
+            torch.zeros(150, 1, 32, 32, dtype=torch.uint8),
+        ]
+    )
     real = mnist5k.attacker_pool.images[:300]
     pool = ImageSet(torch.cat([real, junk]), torch.zeros(600, dtype=torch.long))
-    attacker, oracle, _, _, _ = run_direct("knockoff-adaptive", KO, "soft", 240, mnist5k, decent_victim, pool=pool,
-                                           checkpoints=[240])
+    attacker, oracle, _, _, _ = run_direct(
+        "knockoff-adaptive", KO, "soft", 240, mnist5k, decent_victim, pool=pool, checkpoints=[240]
+    )
     chosen = torch.tensor(attacker.chosen_indices)
     assert len(chosen) == 240 and len(torch.unique(chosen)) == 240
     junk_share = (chosen >= 300).float().mean().item()
@@ -188,8 +203,15 @@ def test_augmented_queries_are_augmentations_not_pool_copies(mnist5k, tiny_victi
 @pytest.mark.parametrize("name", sorted(SUITE))
 def test_end_to_end_match(name, tmp_path, cache_dir):
     params, mode, budget = SUITE[name]
-    spec = MatchSpec(device="cpu", victim=TINY_VICTIM, attacker=name, label_mode=mode, query_budget=budget,
-                     attacker_params=params, checkpoints=4).resolve()
+    spec = MatchSpec(
+        device="cpu",
+        victim=TINY_VICTIM,
+        attacker=name,
+        label_mode=mode,
+        query_budget=budget,
+        attacker_params=params,
+        checkpoints=4,
+    ).resolve()
 
     class Rows(MatchObserver):
         rows: list = []
@@ -226,15 +248,18 @@ def test_label_modes_follow_the_papers():
         assert modes[name] == {"soft", "hard", "topk"}
 
 
-@pytest.mark.parametrize("name,budget,pool,message", [
-    ("knockoff-adaptive", 1300, 1200, "exceeds the query pool"),
-    ("activethief-kcenter", 1300, 1200, "exceeds the query pool"),
-    ("argmax-clone", 1300, 1200, "exceeds the query pool"),
-    ("logp-clone", 1300, 1200, "exceeds the query pool"),
-    ("activethief-uncertainty", 12, 1200, "too small"),
-    ("maze", 1000, 1200, "at least 1920 queries"),
-    ("jbda", 50, 1200, "at least 100"),
-])
+@pytest.mark.parametrize(
+    "name,budget,pool,message",
+    [
+        ("knockoff-adaptive", 1300, 1200, "exceeds the query pool"),
+        ("activethief-kcenter", 1300, 1200, "exceeds the query pool"),
+        ("argmax-clone", 1300, 1200, "exceeds the query pool"),
+        ("logp-clone", 1300, 1200, "exceeds the query pool"),
+        ("activethief-uncertainty", 12, 1200, "too small"),
+        ("maze", 1000, 1200, "at least 1920 queries"),
+        ("jbda", 50, 1200, "at least 100"),
+    ],
+)
 def test_refuses_impossible_budgets(name, budget, pool, message):
     cls = ATTACKERS.get(name)
     with pytest.raises(ArenaError, match=message):
@@ -247,12 +272,15 @@ def test_synthesising_attacks_are_not_bound_by_the_pool():
         cls(cls.Params()).validate(sorted(cls.label_modes)[0], 200_000, 1200)
 
 
-@pytest.mark.parametrize("args", [
-    ("-a", "dfms-hl", "-l", "soft"),
-    ("-a", "maze", "-l", "hard"),
-    ("-a", "logp-clone", "-l", "topk"),
-    ("-a", "dfms-sl", "-l", "hard"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-a", "dfms-hl", "-l", "soft"),
+        ("-a", "maze", "-l", "hard"),
+        ("-a", "logp-clone", "-l", "topk"),
+        ("-a", "dfms-sl", "-l", "hard"),
+    ],
+)
 def test_cli_refuses_unsupported_label_mode_with_exit_2(cli, tmp_path, cache_dir, args):
     result = cli("run", *args, "--device", "cpu", "--db", tmp_path / "x.db", "--cache-dir", cache_dir)
     assert result.exit_code == 2

@@ -1,4 +1,5 @@
 """The CLI end to end: a tiny real match into a temporary database, and bad input."""
+
 import json
 import sqlite3
 import subprocess
@@ -26,8 +27,23 @@ def tiny_config(tmp_path):
 
 def test_run_records_match_and_checkpoints(cli, tmp_path, tiny_config, cache_dir):
     db = tmp_path / "arena.db"
-    result = cli("run", "-a", "knockoff", "-l", "soft,hard", "--config", tiny_config, "--device", "cpu",
-                 "--db", db, "--cache-dir", cache_dir, "--format", "json")
+    result = cli(
+        "run",
+        "-a",
+        "knockoff",
+        "-l",
+        "soft,hard",
+        "--config",
+        tiny_config,
+        "--device",
+        "cpu",
+        "--db",
+        db,
+        "--cache-dir",
+        cache_dir,
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["label_mode"] for r in rows] == ["soft", "hard"]
@@ -43,7 +59,9 @@ def test_run_records_match_and_checkpoints(cli, tmp_path, tiny_config, cache_dir
     assert provenance["torch"] and provenance["device"] == "cpu"
     details = json.loads(matches[0][4])
     assert details["split"]["sizes"]["attacker_pool"] == 1200
-    count = con.execute("SELECT COUNT(*), MAX(queries_used) FROM checkpoints WHERE match_id = ?", (matches[0][0],)).fetchone()
+    count = con.execute(
+        "SELECT COUNT(*), MAX(queries_used) FROM checkpoints WHERE match_id = ?", (matches[0][0],)
+    ).fetchone()
     assert count[0] >= 10 and count[1] == 30
 
     board = cli("leaderboard", "--db", db, "--format", "csv")
@@ -62,21 +80,29 @@ def test_run_records_match_and_checkpoints(cli, tmp_path, tiny_config, cache_dir
 def test_list_names_everything(cli):
     result = cli("list", "--format", "json")
     names = {(r["kind"], r["name"]) for r in json.loads(result.stdout)}
-    assert {("defender", "undefended"), ("attacker", "knockoff"), ("attacker", "dfme"), ("dataset", "mnist5k"),
-            ("model", "lenet5")} <= names
+    assert {
+        ("defender", "undefended"),
+        ("attacker", "knockoff"),
+        ("attacker", "dfme"),
+        ("dataset", "mnist5k"),
+        ("model", "lenet5"),
+    } <= names
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--defender", "nope"], "unknown defender"),
-    (["run", "--attacker", "nope"], "unknown attacker"),
-    (["run", "-a", "knockoff", "--budget", "0"], "query_budget"),
-    (["run", "-a", "knockoff", "--budget", "-3"], "query_budget"),
-    (["run", "-a", "knockoff", "--budget", "99999"], "exceeds the query pool"),
-    (["run", "-a", "dfme", "--label", "hard"], "does not support"),
-    (["run", "-a", "knockoff", "--dataset", "cifar10", "--data-root", "/nonexistent"], "--data-root"),
-    (["run", "-a", "knockoff", "--device", "tpu"], "device"),
-    (["run", "-a", "knockoff", "--config", "/nonexistent.toml"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--defender", "nope"], "unknown defender"),
+        (["run", "--attacker", "nope"], "unknown attacker"),
+        (["run", "-a", "knockoff", "--budget", "0"], "query_budget"),
+        (["run", "-a", "knockoff", "--budget", "-3"], "query_budget"),
+        (["run", "-a", "knockoff", "--budget", "99999"], "exceeds the query pool"),
+        (["run", "-a", "dfme", "--label", "hard"], "does not support"),
+        (["run", "-a", "knockoff", "--dataset", "cifar10", "--data-root", "/nonexistent"], "--data-root"),
+        (["run", "-a", "knockoff", "--device", "tpu"], "device"),
+        (["run", "-a", "knockoff", "--config", "/nonexistent.toml"], "not found"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, message):
     db = tmp_path / "never.db"
     result = cli(*args, "--db", db)

@@ -1,4 +1,5 @@
 """End-to-end matches at tiny budgets through the engine (no database)."""
+
 import pytest
 
 from engines.match import MatchEnvironment, MatchObserver, play_match
@@ -29,8 +30,9 @@ def play(tmp_path, **fields):
 
 @pytest.mark.parametrize("label_mode", ["soft", "hard", "topk"])
 def test_knockoff_spends_exactly_its_budget(tmp_path, label_mode):
-    summary, obs = play(tmp_path, attacker="knockoff", label_mode=label_mode, query_budget=40,
-                        attacker_params=TINY_KNOCKOFF)
+    summary, obs = play(
+        tmp_path, attacker="knockoff", label_mode=label_mode, query_budget=40, attacker_params=TINY_KNOCKOFF
+    )
     assert summary["queries_used"] == 40
     assert len(obs.rows) >= 10 and obs.rows[-1]["queries_used"] == 40
     assert [r["queries_used"] for r in obs.rows] == sorted(r["queries_used"] for r in obs.rows)
@@ -50,7 +52,10 @@ def test_dfme_counts_probes_and_generator_samples(tmp_path):
 def test_same_seed_same_numbers(tmp_path):
     first, obs1 = play(tmp_path / "a", attacker="knockoff", query_budget=30, attacker_params=TINY_KNOCKOFF, seed=3)
     second, obs2 = play(tmp_path / "b", attacker="knockoff", query_budget=30, attacker_params=TINY_KNOCKOFF, seed=3)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_seconds", "serving_seconds")} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("wall_seconds", "serving_seconds")} for r in rows]
+
     assert strip(obs1.rows) == strip(obs2.rows)
     assert first["victim_accuracy"] == second["victim_accuracy"]
 

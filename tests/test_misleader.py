@@ -1,5 +1,6 @@
 """MISLEADER: losses, update direction, augmentation, serving contract, checkpoint selection,
 ablations and artifact reuse, all at tiny settings (a few seconds in total)."""
+
 import math
 
 import pytest
@@ -9,9 +10,17 @@ from engines.artifacts import ArtifactStore
 from engines.data.base import DatasetSplits, ImageSet
 from engines.defenders import DEFENDERS, DefenderContext
 from engines.defenders._misleader_augment import attacker_query_chain, augment_images
-from engines.defenders._misleader_train import (LoopSettings, MemberPlan, _Step, attacker_loss, attacker_update,
-                                                extraction_loss, kl_logits, member_update, train_members,
-                                                utility_loss)
+from engines.defenders._misleader_train import (
+    LoopSettings,
+    MemberPlan,
+    _Step,
+    attacker_loss,
+    attacker_update,
+    extraction_loss,
+    kl_logits,
+    member_update,
+    utility_loss,
+)
 from engines.models import build_model
 from engines.oracle import Oracle
 
@@ -76,7 +85,9 @@ def test_extraction_term_pushes_the_member_away_from_its_simulated_attacker():
         teacher, member, attacker, x, y, x_aug = _tiny_models()
         settings = LoopSettings(epochs=1, batch_size=16)
         step = _Step(member, 0.1, settings, total_steps=1, amp=False)
-        member_update(member, attacker, teacher, x, y, x_aug, MemberPlan("lenet5_fifth", lam, 2.0, 0.5), step, CPU, False)
+        member_update(
+            member, attacker, teacher, x, y, x_aug, MemberPlan("lenet5_fifth", lam, 2.0, 0.5), step, CPU, False
+        )
         with torch.no_grad():
             results[lam] = kl_logits(member(x_aug), attacker(x_aug)).item()
     assert results[5.0] > results[0.0]
@@ -163,12 +174,24 @@ class Forbidden:
 @pytest.fixture(scope="module")
 def tiny_splits():
     gen = torch.Generator().manual_seed(0)
+
     def part(n):
-        return ImageSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=gen),
-                        torch.randint(0, 10, (n,), generator=gen))
-    return DatasetSplits(name="mnist5k", num_classes=10, channels=1, mean=(0.13,), std=(0.31,),
-                         defender_train=part(96), defender_val=part(40), test=Forbidden("test"),
-                         attacker_pool=Forbidden("attacker pool"))
+        return ImageSet(
+            torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen),
+        )
+
+    return DatasetSplits(
+        name="mnist5k",
+        num_classes=10,
+        channels=1,
+        mean=(0.13,),
+        std=(0.31,),
+        defender_train=part(96),
+        defender_val=part(40),
+        test=Forbidden("test"),
+        attacker_pool=Forbidden("attacker pool"),
+    )
 
 
 def _defender(name, splits, store, params=None, seed=0):
@@ -200,8 +223,8 @@ def test_served_output_is_a_batch_independent_probability_vector(tiny_splits, tm
     x[1] = 1.0
     with torch.inference_mode():
         whole = defender.serve(x)
-        singles = torch.cat([defender.serve(x[i:i + 1]) for i in range(len(x))])
-        chunks = torch.cat([defender.serve(x[i:i + 10]) for i in range(0, len(x), 10)])
+        singles = torch.cat([defender.serve(x[i : i + 1]) for i in range(len(x))])
+        chunks = torch.cat([defender.serve(x[i : i + 10]) for i in range(0, len(x), 10)])
     assert whole.shape == (37, 10) and torch.isfinite(whole).all() and (whole >= 0).all()
     assert torch.allclose(whole.sum(1), torch.ones(37), atol=1e-5)
     assert torch.allclose(whole, singles, atol=1e-6) and torch.allclose(whole, chunks, atol=1e-6)
@@ -247,9 +270,14 @@ def test_ablations_change_exactly_one_thing(tiny_splits, tmp_path):
     noaug, noaug_loop = _defender("misleader-noaug", tiny_splits, store).plan()
     assert noaug == full and not noaug_loop.augment
     assert full_loop.a_iter == 5 and full_loop.attacker_update == "steps" and full_loop.clip == 5.0
-    cifar, cifar_loop = _defender("misleader", tiny_splits, store, {"preset": "cifar", "batch_size": None, "epochs": None}).plan()
+    cifar, cifar_loop = _defender(
+        "misleader", tiny_splits, store, {"preset": "cifar", "batch_size": None, "epochs": None}
+    ).plan()
     assert [(m.arch, m.lam, m.T, m.alpha) for m in cifar] == [
-        ("resnet18_8x", 0.001, 6.0, 0.3), ("mobilenetv2", 0.05, 4.0, 0.9), ("densenet121", 0.01, 2.0, 0.3)]
+        ("resnet18_8x", 0.001, 6.0, 0.3),
+        ("mobilenetv2", 0.05, 4.0, 0.9),
+        ("densenet121", 0.01, 2.0, 0.3),
+    ]
     assert cifar_loop.batch_size == 256 and cifar_loop.train_augment
 
 
@@ -260,7 +288,9 @@ def test_bad_parameters_are_one_line_arena_errors():
     with pytest.raises(ArenaError, match="bad parameter"):
         MatchSpec(defender="misleader", defender_params={"lamda": 1}).resolve()
     with pytest.raises(ArenaError, match="bad parameter"):
-        MatchSpec(defender="misleader", defender_params={"members": [{"arch": "nope", "lam": 0, "T": 1, "alpha": 0}]}).resolve()
+        MatchSpec(
+            defender="misleader", defender_params={"members": [{"arch": "nope", "lam": 0, "T": 1, "alpha": 0}]}
+        ).resolve()
 
 
 def test_same_seed_same_members_and_first_member_shared_with_k1(tiny_splits, tmp_path):
@@ -283,11 +313,21 @@ def test_a_second_match_reuses_the_trained_defender(tmp_path):
     victim = {"arch": None, "train": {"epochs": 1, "batch_size": 128, "lr": 0.05}}
     env = MatchEnvironment(cache_root=str(tmp_path / "cache"))
     summaries = []
-    for attacker, mode, params in (("knockoff", "soft", {"epochs": 1, "min_steps": 5}),
-                                   ("knockoff", "hard", {"epochs": 1, "min_steps": 5})):
-        spec = MatchSpec(defender="misleader", defender_params={"epochs": 1, "batch_size": 64, "train_limit": 128},
-                         attacker=attacker, label_mode=mode, attacker_params=params, query_budget=20, checkpoints=2,
-                         device="cpu", victim=victim).resolve()
+    for attacker, mode, params in (
+        ("knockoff", "soft", {"epochs": 1, "min_steps": 5}),
+        ("knockoff", "hard", {"epochs": 1, "min_steps": 5}),
+    ):
+        spec = MatchSpec(
+            defender="misleader",
+            defender_params={"epochs": 1, "batch_size": 64, "train_limit": 128},
+            attacker=attacker,
+            label_mode=mode,
+            attacker_params=params,
+            query_budget=20,
+            checkpoints=2,
+            device="cpu",
+            victim=victim,
+        ).resolve()
         summaries.append(play_match(spec, MatchObserver(), env))
     first, second = summaries
     assert first["defender"]["reused"] is False and second["defender"]["reused"] is True

@@ -4,8 +4,13 @@ import torch
 from engines.models import MODELS, build_model
 
 SHAPES = {
-    "lenet5": 1, "lenet5_half": 1, "lenet5_fifth": 1,
-    "resnet18_8x": 3, "resnet34_8x": 3, "mobilenetv2": 3, "densenet121": 3,
+    "lenet5": 1,
+    "lenet5_half": 1,
+    "lenet5_fifth": 1,
+    "resnet18_8x": 3,
+    "resnet34_8x": 3,
+    "mobilenetv2": 3,
+    "densenet121": 3,
 }
 WIDTHS = {"lenet5": (6, 16, 120, 84), "lenet5_half": (3, 8, 60, 42), "lenet5_fifth": (4, 10, 30, 30)}
 
@@ -25,7 +30,9 @@ def test_lenet_widths(name):
     body = build_model(name, 1, 10, (0.0,), (1.0,))[1]
     convs = [m for m in body.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in body.modules() if isinstance(m, torch.nn.Linear)]
-    assert (convs[0].out_channels, convs[1].out_channels, linears[0].out_features, linears[1].out_features) == WIDTHS[name]
+    assert (convs[0].out_channels, convs[1].out_channels, linears[0].out_features, linears[1].out_features) == WIDTHS[
+        name
+    ]
 
 
 def test_every_registered_model_is_tested():

@@ -65,7 +65,9 @@ def test_every_image_counts_including_probes():
 
 def test_oracle_hides_the_defender():
     oracle, defender = make_oracle()
-    assert not any(value is defender for value in (getattr(oracle, name, None) for name in dir(oracle) if not name.startswith("_")))
+    assert not any(
+        value is defender for value in (getattr(oracle, name, None) for name in dir(oracle) if not name.startswith("_"))
+    )
     with pytest.raises(AttributeError):
         oracle.defender  # noqa: B018
 
@@ -79,8 +81,14 @@ def test_bad_shapes_are_rejected_without_spending():
 
 def test_inputs_are_clamped_to_pixel_range():
     seen = []
-    oracle = Oracle(lambda x: seen.append(x.clone()) or torch.full((x.shape[0], 4), 0.25), 10, "soft", 4, (3, 8, 8),
-                    torch.device("cpu"))
+    oracle = Oracle(
+        lambda x: seen.append(x.clone()) or torch.full((x.shape[0], 4), 0.25),
+        10,
+        "soft",
+        4,
+        (3, 8, 8),
+        torch.device("cpu"),
+    )
     oracle.query(torch.full((1, 3, 8, 8), 3.0))
     assert seen[0].max() == 1.0
 

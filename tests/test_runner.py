@@ -1,4 +1,5 @@
 """Match orchestration with the database: checkpoints survive crashes and cancellation."""
+
 import pytest
 import torch
 
@@ -7,8 +8,13 @@ from engines.match import MatchEnvironment, MatchObserver
 from engines.spec import MatchSpec
 from storage import open_database, queries
 
-TINY = dict(device="cpu", attacker="knockoff", query_budget=40, attacker_params={"epochs": 2, "min_steps": 10},
-            victim={"train": {"epochs": 2, "batch_size": 128}})
+TINY = dict(
+    device="cpu",
+    attacker="knockoff",
+    query_budget=40,
+    attacker_params={"epochs": 2, "min_steps": 10},
+    victim={"train": {"epochs": 2, "batch_size": 128}},
+)
 
 
 @pytest.fixture
@@ -50,8 +56,9 @@ def test_crash_keeps_committed_checkpoints(engine, cache_dir):
 def test_cancel_marks_cancelled_and_keeps_checkpoints(engine, cache_dir):
     match_id = _queue(engine)
     trigger = Trigger(2, lambda: queries.request_cancel(engine, match_id))
-    status = runner.run_match(engine, match_id, MatchEnvironment(cache_root=cache_dir), extra=[trigger],
-                              poll_seconds=0.0)
+    status = runner.run_match(
+        engine, match_id, MatchEnvironment(cache_root=cache_dir), extra=[trigger], poll_seconds=0.0
+    )
     assert status == "cancelled"
     assert queries.get_match(engine, match_id).status == "cancelled"
     assert len(queries.checkpoints(engine, match_id)) >= 2
@@ -78,10 +85,20 @@ def test_leaderboard_ranks_lowest_clone_accuracy_first(engine):
     spec = MatchSpec(**TINY).resolve()
     _, ids = runner.enqueue(engine, [spec, spec.model_copy(update={"defender": "undefended", "seed": 1})])
     for match_id, accuracy in zip(ids, (0.9, 0.4)):
-        queries.add_checkpoint(engine, match_id, 0, {"queries_used": 40, "clone_accuracy": accuracy,
-                                                     "best_clone_accuracy": accuracy, "fidelity_served": accuracy,
-                                                     "fidelity_victim": accuracy, "wall_seconds": 1.0,
-                                                     "serving_seconds": 0.1})
+        queries.add_checkpoint(
+            engine,
+            match_id,
+            0,
+            {
+                "queries_used": 40,
+                "clone_accuracy": accuracy,
+                "best_clone_accuracy": accuracy,
+                "fidelity_served": accuracy,
+                "fidelity_victim": accuracy,
+                "wall_seconds": 1.0,
+                "serving_seconds": 0.1,
+            },
+        )
         queries.update_match(engine, match_id, status="done")
     board = queries.leaderboard(engine)
     assert [(r["id"], r["rank"]) for r in board] == [(ids[1], 1), (ids[0], 2)]

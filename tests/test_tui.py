@@ -2,10 +2,12 @@
 comparison, the new-match form's inline validation, help, 80x24 text captures and NO_COLOR.
 
 No match is played here (see test_tui_live.py); the registries' catalog is read in-process."""
+
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC
 
 import pytest
 from textual.widgets import DataTable, Input, Select, Static
@@ -45,9 +47,20 @@ def catalog() -> Catalog:
 
 
 def _checkpoint(engine, match_id, index, queries_used, clone, fidelity):
-    queries.add_checkpoint(engine, match_id, index, {
-        "queries_used": queries_used, "clone_accuracy": clone, "best_clone_accuracy": clone,
-        "fidelity_served": fidelity, "fidelity_victim": fidelity, "wall_seconds": 1.0 + index, "serving_seconds": 0.01})
+    queries.add_checkpoint(
+        engine,
+        match_id,
+        index,
+        {
+            "queries_used": queries_used,
+            "clone_accuracy": clone,
+            "best_clone_accuracy": clone,
+            "fidelity_served": fidelity,
+            "fidelity_victim": fidelity,
+            "wall_seconds": 1.0 + index,
+            "serving_seconds": 0.01,
+        },
+    )
 
 
 @pytest.fixture
@@ -55,8 +68,10 @@ def db(tmp_path):
     """Four recorded matches: three done (soft twice, hard once), one running with two checkpoints."""
     path = str(tmp_path / "arena.db")
     engine = open_database(path)
-    specs = [MatchSpec(attacker="knockoff", label_mode=mode, query_budget=60, seed=seed, device="cpu")
-             for mode, seed in (("soft", 0), ("hard", 0), ("soft", 1), ("soft", 2))]
+    specs = [
+        MatchSpec(attacker="knockoff", label_mode=mode, query_budget=60, seed=seed, device="cpu")
+        for mode, seed in (("soft", 0), ("hard", 0), ("soft", 1), ("soft", 2))
+    ]
     ids = queries.create_matches(engine, "batch", specs, {"python": "3.11", "torch": "test"})
     finals = {ids[0]: 0.62, ids[1]: 0.48, ids[2]: 0.55}
     for match_id, final in finals.items():
@@ -66,8 +81,16 @@ def db(tmp_path):
             _checkpoint(engine, match_id, index, used, final * (index + 1) / 3, final * (index + 1) / 3 + 0.05)
         queries.update_match(engine, match_id, status="done", phase="done", wall_seconds=10.0)
     running = ids[3]
-    queries.update_match(engine, running, status="running", phase="attacking", progress_done=20, progress_total=60,
-                         victim_accuracy=0.97, defender_accuracy=0.96)
+    queries.update_match(
+        engine,
+        running,
+        status="running",
+        phase="attacking",
+        progress_done=20,
+        progress_total=60,
+        victim_accuracy=0.97,
+        defender_accuracy=0.96,
+    )
     queries.add_event(engine, running, "phase", "attacking: knockoff (soft), budget 60")
     _checkpoint(engine, running, 0, 2, 0.2, 0.25)
     _checkpoint(engine, running, 1, 8, 0.3, 0.35)
@@ -227,9 +250,11 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
             await pilot.press("n")
             screen = app.screen
             assert isinstance(screen, NewMatchScreen)
-            await until(pilot, lambda: screen.ready)
-            options = {name: [v for _, v in screen.query_one(f"#in-{name}", Select)._options]
-                       for name in ("defender", "attacker", "dataset", "device")}
+            await until(pilot, lambda: screen.ready)  # noqa: F821 (deleted below, after use)
+            options = {
+                name: [v for _, v in screen.query_one(f"#in-{name}", Select)._options]
+                for name in ("defender", "attacker", "dataset", "device")
+            }
             assert options["defender"] == list(catalog.defenders) and "knockoff" in options["attacker"]
             assert "mnist5k" in options["dataset"] and options["device"][:2] == ["auto", "cpu"]
             # the label modes follow the attacker
@@ -237,7 +262,10 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
             await pilot.pause()
             labels = [v for _, v in screen.query_one("#in-label_mode", Select)._options]
             assert labels == list(catalog.attackers["dfme"].label_modes)
-            assert screen.query_one("#in-budget", Input).placeholder == f"default {catalog.attackers['dfme'].default_budget}"
+            assert (
+                screen.query_one("#in-budget", Input).placeholder
+                == f"default {catalog.attackers['dfme'].default_budget}"
+            )
             screen.query_one("#in-attacker", Select).value = "knockoff"
             await pilot.pause()
             # bad numbers: messages under the fields, and nothing is started
@@ -253,8 +281,9 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
             screen.query_one("#in-seed", Input).value = "3"
             await pilot.pause()
             assert not screen.query_one("#err-budget", Static).display
-            assert screen.read_form() == MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft",
-                                                   "60", "3", "auto")
+            assert screen.read_form() == MatchForm(
+                "undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "3", "auto"
+            )
             await pilot.press("escape")
             assert isinstance(app.screen, LeaderboardScreen)
 
@@ -277,7 +306,7 @@ def test_form_built_when_the_catalog_arrives_late_and_closed_forms_are_freed(db,
             assert isinstance(screen, NewMatchScreen) and not screen.ready
             assert "reading the registries" in screen_text(app)
             app.catalog = catalog
-            await until(pilot, lambda: screen.ready)
+            await until(pilot, lambda: screen.ready)  # noqa: F821 (deleted below, after use)
             closed = [weakref.ref(screen)]
             del screen
             await pilot.press("escape")
@@ -325,8 +354,9 @@ def test_check_form_and_command_line(catalog):
     bad = MatchForm("nope", "dfme", "mnist5k", "nowhere", "hard", "0", "x", "gpu")
     assert set(check_form(bad, catalog)) == {"defender", "pool", "label_mode", "budget", "seed", "device"}
     settings = Settings(db_url="sqlite:///x.db", data_root="/d", cache_dir="/c", run_config="/tiny.toml")
-    args = run_command(MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "2", "cpu"),
-                       settings)
+    args = run_command(
+        MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "2", "cpu"), settings
+    )
     assert args[1:5] == ["-m", "arena.cli", "run", "--enqueue"]
     pairs = dict(zip(args[5::2], args[6::2]))
     assert pairs["--budget"] == "60" and pairs["--seed"] == "2" and pairs["--config"] == "/tiny.toml"
@@ -338,15 +368,20 @@ def test_check_form_and_command_line(catalog):
 
 
 def test_estimate_eta():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     assert estimate_eta(now - timedelta(seconds=30), 30, 90, now) == pytest.approx(60)
     assert estimate_eta(now, 0, 90, now) is None and estimate_eta(None, 5, 10, now) is None
 
 
 def test_flatten_nested_config():
-    assert flatten({"a": 1, "b": {"c": "x", "d": [1, 2]}, "e": {}}) == {"a": "1", "b.c": "x", "b.d": "[1, 2]", "e": "{}"}
+    assert flatten({"a": 1, "b": {"c": "x", "d": [1, 2]}, "e": {}}) == {
+        "a": "1",
+        "b.c": "x",
+        "b.d": "[1, 2]",
+        "e": "{}",
+    }
 
 
 # -- text captures of the main screens, at 80x24 and larger ---------------------------------
@@ -385,8 +420,17 @@ def test_main_screens_fit_the_terminal(db, catalog, tmp_path, size):
     assert "x Cancel match" in captures["live"] and "queries 20/60" in captures["live"]
     assert "clone acc" in captures["live"] and "defender clean" in captures["live"]
     assert "Curves" in captures["detail"] and "Numbers" in captures["detail"] and "clone acc" in captures["detail"]
-    for label in ("defender", "attacker", "data set", "query pool", "label mode", "budget", "seed", "device",
-                  "Start match"):
+    for label in (
+        "defender",
+        "attacker",
+        "data set",
+        "query pool",
+        "label mode",
+        "budget",
+        "seed",
+        "device",
+        "Start match",
+    ):
         assert label in captures["form"], label
     assert "Keyboard help" in captures["help"] and "cancel the match" in captures["help"]
 

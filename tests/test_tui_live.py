@@ -2,6 +2,7 @@
 view plots it, closing the UI leaves it running, a queued match gets a worker with `w` and
 cancelling marks it cancelled; the UI process never imports torch; the tmux smoke script
 passes in a real terminal."""
+
 from __future__ import annotations
 
 import asyncio
@@ -74,8 +75,12 @@ def workers():
 def arena(tmp_path, cache_dir):
     config = tmp_path / "tiny.toml"
     config.write_text(TINY)
-    return {"db": str(tmp_path / "arena.db"), "cache_dir": cache_dir, "run_config": str(config),
-            "log_dir": str(tmp_path / "logs")}
+    return {
+        "db": str(tmp_path / "arena.db"),
+        "cache_dir": cache_dir,
+        "run_config": str(config),
+        "log_dir": str(tmp_path / "logs"),
+    }
 
 
 @pytest.mark.slow
@@ -113,8 +118,7 @@ def test_form_starts_a_tiny_match_that_survives_the_ui_and_plots_live(arena, wor
             await until(pilot, lambda: isinstance(app.screen, (LiveScreen, DetailScreen)))
             if isinstance(app.screen, LiveScreen):
                 screen = app.screen
-                await until(pilot, lambda: screen.match is not None and not screen.match.active,
-                            timeout=MATCH_TIMEOUT)
+                await until(pilot, lambda: screen.match is not None and not screen.match.active, timeout=MATCH_TIMEOUT)
                 await pilot.pause(0.6)  # the poll after the final status carries the last points
             plot = app.screen.query_one(CurvePlot)
             await until(pilot, lambda: plot.point_count == 3)
@@ -136,8 +140,13 @@ def test_form_starts_a_tiny_match_that_survives_the_ui_and_plots_live(arena, wor
 def test_cancel_key_marks_a_running_match_cancelled_and_keeps_its_checkpoints(arena, workers, tmp_path):
     slow = tmp_path / "slow.toml"
     slow.write_text(SLOW_ATTACK)
-    settings = Settings(db_url=f"sqlite:///{arena['db']}", data_root=str(ROOT / "data"),
-                        cache_dir=arena["cache_dir"], run_config=str(slow), log_dir=arena["log_dir"])
+    settings = Settings(
+        db_url=f"sqlite:///{arena['db']}",
+        data_root=str(ROOT / "data"),
+        cache_dir=arena["cache_dir"],
+        run_config=str(slow),
+        log_dir=arena["log_dir"],
+    )
     form = MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "0", "cpu")
     open_database(arena["db"]).dispose()
     match_id = enqueue(form, settings)  # queued as `arena run --enqueue` does; no worker yet
@@ -187,12 +196,13 @@ def test_arena_run_refusal_is_shown_under_its_field(arena):
 def test_the_ui_process_never_imports_torch(tmp_path, cache_dir):
     """Start the app for real (catalog from its child process), open every screen, check modules."""
     script = tmp_path / "probe.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import asyncio, sys
         from arena.tui.app import ArenaApp
 
         async def main():
-            app = ArenaApp(db={str(tmp_path / 'probe.db')!r}, cache_dir={cache_dir!r})
+            app = ArenaApp(db={str(tmp_path / "probe.db")!r}, cache_dir={cache_dir!r})
             async with app.run_test(size=(80, 24)) as pilot:
                 await pilot.press("n")
                 for _ in range(600):
@@ -205,7 +215,8 @@ def test_the_ui_process_never_imports_torch(tmp_path, cache_dir):
         asyncio.run(main())
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "numpy"))
         print("HEAVY", heavy)
-    """))
+    """)
+    )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "HEAVY []" in done.stdout, done.stdout
@@ -233,8 +244,9 @@ def test_tmux_smoke_script(cache_dir, tmp_path):
     out = tmp_path / "panes.txt"
     env = {**os.environ, "PYTHON": sys.executable, "ARENA_SMOKE_CACHE": cache_dir, "SMOKE_OUT": str(out)}
     env.pop("NO_COLOR", None)
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "tui_smoke.sh")], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=ROOT)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "tui_smoke.sh")], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT
+    )
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
     assert "smoke: ok" in done.stdout
     panes = out.read_text()

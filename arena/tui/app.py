@@ -4,6 +4,7 @@ Screens: leaderboard (default), new match, live match, match details / compariso
 Matches run in detached `arena worker` processes; this process only reads the database
 (and writes cancellation requests), so it never imports torch.
 """
+
 from __future__ import annotations
 
 import gc
@@ -48,9 +49,16 @@ class ArenaApp(App):
     IDLE_SECONDS = 1.0
     GC_EVERY_SECONDS = 5.0
 
-    def __init__(self, db: str | None = None, data_root: str | None = None, cache_dir: str | None = None,
-                 run_config: str | None = None, catalog: Catalog | None = None, log_dir: str | None = None,
-                 idle_gc: bool = False):
+    def __init__(
+        self,
+        db: str | None = None,
+        data_root: str | None = None,
+        cache_dir: str | None = None,
+        run_config: str | None = None,
+        catalog: Catalog | None = None,
+        log_dir: str | None = None,
+        idle_gc: bool = False,
+    ):
         super().__init__()
         self.idle_gc = idle_gc
         self.last_input = time.monotonic()
@@ -196,12 +204,20 @@ class ArenaApp(App):
         if match.active and process.returncode != 0:
             self._reported_exits.add(match.id)
             log = self.settings.worker_log(match.id)
-            self.notify(f"the worker of match #{match.id} exited with status {process.returncode}; see {log}",
-                        severity="error", timeout=30)
+            self.notify(
+                f"the worker of match #{match.id} exited with status {process.returncode}; see {log}",
+                severity="error",
+                timeout=30,
+            )
 
 
 def run_tui(db: str | None = None, data_root: str | None = None, cache_dir: str | None = None) -> None:
     """`arena tui`. $ARENA_TUI_CONFIG may name a TOML of MatchSpec fields that every match
     started from the form inherits (e.g. a smaller victim for demos and smoke tests)."""
-    ArenaApp(db=db, data_root=data_root, cache_dir=cache_dir,
-             run_config=os.environ.get("ARENA_TUI_CONFIG") or None, idle_gc=True).run()
+    ArenaApp(
+        db=db,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        run_config=os.environ.get("ARENA_TUI_CONFIG") or None,
+        idle_gc=True,
+    ).run()

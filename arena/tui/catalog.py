@@ -4,6 +4,7 @@ The engine registries import torch, which must never load in the UI process. So 
 `python -m arena.tui.catalog` once, reads its JSON from stdout, and caches it in the artifact
 cache keyed by a fingerprint of the engine sources (a new plug-in file invalidates it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,11 +40,15 @@ class Catalog:
     defaults: dict = field(default_factory=dict)  # MatchSpec defaults (defender, attacker, ...)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Catalog":
+    def from_dict(cls, data: dict) -> Catalog:
         return cls(
             defenders=dict(data["defenders"]),
-            attackers={a["name"]: AttackerInfo(a["name"], a["description"], a["family"], tuple(a["label_modes"]),
-                                               int(a["default_budget"])) for a in data["attackers"]},
+            attackers={
+                a["name"]: AttackerInfo(
+                    a["name"], a["description"], a["family"], tuple(a["label_modes"]), int(a["default_budget"])
+                )
+                for a in data["attackers"]
+            },
             datasets=dict(data["datasets"]),
             devices=tuple(data["devices"]),
             defaults=dict(data.get("defaults", {})),
@@ -67,13 +72,27 @@ def collect() -> dict:
     devices = ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(gpus)] if gpus else [])
     return {
         "defenders": {name: cls.description for name, cls in DEFENDERS.items()},
-        "attackers": [{"name": name, "description": cls.description, "family": cls.family,
-                       "label_modes": sorted(cls.label_modes), "default_budget": cls.default_budget}
-                      for name, cls in ATTACKERS.items()],
+        "attackers": [
+            {
+                "name": name,
+                "description": cls.description,
+                "family": cls.family,
+                "label_modes": sorted(cls.label_modes),
+                "default_budget": cls.default_budget,
+            }
+            for name, cls in ATTACKERS.items()
+        ],
         "datasets": {name: cls.description for name, cls in DATASETS.items()},
         "devices": devices,
-        "defaults": {"defender": spec.defender, "attacker": spec.attacker, "dataset": spec.dataset,
-                     "pool": spec.pool, "label_mode": spec.label_mode, "seed": spec.seed, "device": spec.device},
+        "defaults": {
+            "defender": spec.defender,
+            "attacker": spec.attacker,
+            "dataset": spec.dataset,
+            "pool": spec.pool,
+            "label_mode": spec.label_mode,
+            "seed": spec.seed,
+            "device": spec.device,
+        },
     }
 
 
@@ -98,8 +117,13 @@ def load(cache_dir: str | None, timeout: float = 300.0) -> Catalog:
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: ask the registries again
     try:
-        done = subprocess.run([sys.executable, "-m", "arena.tui.catalog"], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "arena.tui.catalog"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         raise ArenaError(f"reading the registries took over {timeout:.0f} s; is the machine overloaded?") from None
     if done.returncode != 0:

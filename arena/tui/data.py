@@ -3,11 +3,12 @@
 Workers write with BEGIN IMMEDIATE in WAL mode; the UI reads with plain BEGIN, so a
 training match never blocks the screen. The only write is a cancellation request.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -58,10 +59,14 @@ class MatchInfo:
     details: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, row) -> "MatchInfo":
+    def of(cls, row) -> MatchInfo:
         plain = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in ("config", "provenance", "details")}
-        return cls(**plain, config=_json(row.config_json), provenance=_json(row.provenance_json),
-                   details=_json(row.details_json))
+        return cls(
+            **plain,
+            config=_json(row.config_json),
+            provenance=_json(row.provenance_json),
+            details=_json(row.details_json),
+        )
 
     @property
     def active(self) -> bool:
@@ -101,6 +106,7 @@ class Event:
 @dataclass(frozen=True)
 class BoardRow:
     """One leaderboard line. `rank` is set for finished matches only (rank 1 = best defence)."""
+
     rank: int | None
     id: int
     status: str
@@ -143,7 +149,7 @@ def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; the arena stores UTC."""
     if moment is None or moment.tzinfo is not None:
         return moment
-    return moment.replace(tzinfo=timezone.utc)
+    return moment.replace(tzinfo=UTC)
 
 
 class ArenaStore:
@@ -174,15 +180,25 @@ class ArenaStore:
                 row = BoardRow(rank=None, **{n: getattr(match, n) for n in names if n != "rank"})
                 (rows if match.status in ACTIVE else others).append(row)
         if wanted in (None, "done"):
-            ranked = queries.leaderboard(self._reader, LeaderboardFilter(
-                dataset=filters.dataset, attacker=filters.attacker, label_mode=filters.label_mode, status="done"))
+            ranked = queries.leaderboard(
+                self._reader,
+                LeaderboardFilter(
+                    dataset=filters.dataset, attacker=filters.attacker, label_mode=filters.label_mode, status="done"
+                ),
+            )
             rows.extend(BoardRow(**{n: r[n] for n in names}) for r in ranked)
         return rows + others
 
     @staticmethod
     def _keep(match, filters: BoardFilter) -> bool:
-        return all(value is None or getattr(match, name) == value for name, value in (
-            ("dataset", filters.dataset), ("attacker", filters.attacker), ("label_mode", filters.label_mode)))
+        return all(
+            value is None or getattr(match, name) == value
+            for name, value in (
+                ("dataset", filters.dataset),
+                ("attacker", filters.attacker),
+                ("label_mode", filters.label_mode),
+            )
+        )
 
     def board_token(self) -> tuple:
         """A one-row summary that changes whenever a leaderboard row would: polled every second,
@@ -191,7 +207,8 @@ class ArenaStore:
         query = text(
             "select count(*), coalesce(max(id), 0), coalesce(sum(queries_used), 0), "
             f"coalesce(sum(instr('{statuses}', status) * id), 0), coalesce(sum(clone_accuracy), 0), "
-            "coalesce(sum(fidelity_served), 0), coalesce(sum(defender_accuracy), 0) from matches")
+            "coalesce(sum(fidelity_served), 0), coalesce(sum(defender_accuracy), 0) from matches"
+        )
         with self._reader.connect() as conn:
             return tuple(conn.execute(query).one())
 
@@ -209,13 +226,26 @@ class ArenaStore:
         return None if row is None else MatchInfo.of(row)
 
     def points(self, match_id: int, after_index: int = -1) -> list[Point]:
-        return [Point(p.index, p.queries_used, p.clone_accuracy, p.best_clone_accuracy, p.fidelity_served,
-                      p.fidelity_victim, p.wall_seconds, as_utc(p.created_at))
-                for p in queries.checkpoints(self._reader, match_id) if p.index > after_index]
+        return [
+            Point(
+                p.index,
+                p.queries_used,
+                p.clone_accuracy,
+                p.best_clone_accuracy,
+                p.fidelity_served,
+                p.fidelity_victim,
+                p.wall_seconds,
+                as_utc(p.created_at),
+            )
+            for p in queries.checkpoints(self._reader, match_id)
+            if p.index > after_index
+        ]
 
     def events(self, match_id: int, after_id: int = 0) -> list[Event]:
-        return [Event(e.id, as_utc(e.created_at), e.kind, e.message)
-                for e in queries.events(self._reader, match_id, after_id)]
+        return [
+            Event(e.id, as_utc(e.created_at), e.kind, e.message)
+            for e in queries.events(self._reader, match_id, after_id)
+        ]
 
     def snapshot(self, match_id: int, after_index: int = -1, after_event: int = 0) -> LiveSnapshot | None:
         match = self.match(match_id)

@@ -3,6 +3,7 @@
 Given two ids it compares them: both matches' curves overlaid (A and B), numbers side by
 side, and the config keys that differ marked.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,28 @@ from arena.render import fmt
 from arena.tui.data import Event, MatchInfo, Point
 from arena.tui.widgets import CurvePlot, Curves
 
-NUMBERS = (("status", "status"), ("defender", "defender"), ("attacker", "attacker"), ("label_mode", "label mode"),
-           ("dataset", "data set"), ("pool", "query pool"), ("query_budget", "query budget"), ("seed", "seed"),
-           ("device", "device"), ("victim_accuracy", "victim accuracy"), ("defender_accuracy", "defender clean acc"),
-           ("clone_accuracy", "clone accuracy"), ("best_clone_accuracy", "best clone acc"),
-           ("fidelity_served", "fidelity (served)"), ("fidelity_victim", "fidelity (victim)"),
-           ("queries_used", "queries used"), ("serving_seconds_per_query", "serving us/query"),
-           ("queries_per_second", "queries/s"), ("wall_seconds", "wall time s"), ("error", "error"))
+NUMBERS = (
+    ("status", "status"),
+    ("defender", "defender"),
+    ("attacker", "attacker"),
+    ("label_mode", "label mode"),
+    ("dataset", "data set"),
+    ("pool", "query pool"),
+    ("query_budget", "query budget"),
+    ("seed", "seed"),
+    ("device", "device"),
+    ("victim_accuracy", "victim accuracy"),
+    ("defender_accuracy", "defender clean acc"),
+    ("clone_accuracy", "clone accuracy"),
+    ("best_clone_accuracy", "best clone acc"),
+    ("fidelity_served", "fidelity (served)"),
+    ("fidelity_victim", "fidelity (victim)"),
+    ("queries_used", "queries used"),
+    ("serving_seconds_per_query", "serving us/query"),
+    ("queries_per_second", "queries/s"),
+    ("wall_seconds", "wall time s"),
+    ("error", "error"),
+)
 
 
 def flatten(value, prefix: str = "") -> dict[str, str]:
@@ -63,14 +79,21 @@ class DetailScreen(Screen):
         with TabbedContent(id="detail-tabs"):
             with TabPane("Curves", id="tab-curves"):
                 yield CurvePlot(id="detail-plot")
-            for title, pane_id in (("Numbers", "tab-numbers"), ("Config", "tab-config"),
-                                   ("Provenance", "tab-provenance"), ("Log", "tab-log")):
+            for title, pane_id in (
+                ("Numbers", "tab-numbers"),
+                ("Config", "tab-config"),
+                ("Provenance", "tab-provenance"),
+                ("Log", "tab-log"),
+            ):
                 yield TabPane(title, id=pane_id)  # filled when first shown: a faster first frame
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = "compare " + " vs ".join(f"#{i}" for i in self.match_ids) if self.comparing \
+        self.sub_title = (
+            "compare " + " vs ".join(f"#{i}" for i in self.match_ids)
+            if self.comparing
             else f"match #{self.match_ids[0]}"
+        )
         self.filled: set[str] = set()
         self.events: list[list[Event]] = []
         self.call_after_refresh(self._load)  # draw the screen first, then fill it: a faster first frame
@@ -105,8 +128,12 @@ class DetailScreen(Screen):
             title.append(f"{label + ': ' if label else ''}{match.title}", style="bold")
             title.append(f"  seed {match.seed} · {match.status}")
         self.query_one("#detail-title", Static).update(title)
-        self.query_one(CurvePlot).show([Curves(label, tuple(p), m.defender_accuracy, m.query_budget)
-                                        for label, m, p in zip(self.labels, matches, points)])
+        self.query_one(CurvePlot).show(
+            [
+                Curves(label, tuple(p), m.defender_accuracy, m.query_budget)
+                for label, m, p in zip(self.labels, matches, points)
+            ]
+        )
         self.call_later(self._fill_pane, self.query_one(TabbedContent).active)
 
     @on(TabbedContent.TabActivated)
@@ -126,8 +153,13 @@ class DetailScreen(Screen):
             for label, match_events in zip(self.labels, self.events):
                 for event in match_events:
                     stamp = event.created_at.astimezone().strftime("%H:%M:%S") if event.created_at else ""
-                    log.write(Text.assemble((f"{label} " if label else "", "bold"), (stamp + " ", "dim"),
-                                            (event.message.rstrip(), "red" if event.kind == "error" else "")))
+                    log.write(
+                        Text.assemble(
+                            (f"{label} " if label else "", "bold"),
+                            (stamp + " ", "dim"),
+                            (event.message.rstrip(), "red" if event.kind == "error" else ""),
+                        )
+                    )
             return
         table = DataTable(id=pane_id.replace("tab-", "detail-"), cursor_type="row", zebra_stripes=True)
         await pane.mount(table)

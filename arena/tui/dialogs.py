@@ -1,4 +1,5 @@
 """Modal screens: the key help and the compare picker."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -11,38 +12,53 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from arena.tui.data import MatchInfo
 from arena.render import fmt
+from arena.tui.data import MatchInfo
 
 HELP = (
-    ("Leaderboard", (
-        ("up/down, pgup/pgdn", "move through the matches"),
-        ("enter", "open the match (live if running, else its details)"),
-        ("n", "new match"),
-        ("s / r", "cycle the sort column / reverse it (or click a header)"),
-        ("f / t", "focus the filters (data set, attacker, label, status) / the table"),
-        ("space, c", "mark a match, then c on another compares the two"),
-    )),
-    ("New match", (
-        ("tab / shift+tab", "next / previous field"),
-        ("enter or ctrl+s", "check, queue and start the match"),
-        ("escape", "back without starting"),
-    )),
-    ("Live match", (
-        ("x", "cancel the match (it is marked cancelled; its checkpoints are kept)"),
-        ("w", "start a worker for a queued match (e.g. one queued by `arena run --enqueue`)"),
-        ("d", "details of the match"),
-        ("escape", "back; the match keeps running in its own process"),
-    )),
-    ("Match details", (
-        ("left/right", "switch tabs: curves, numbers, config, provenance, log"),
-        ("c", "compare with another match (curves overlaid as A and B)"),
-        ("l", "live view"),
-    )),
-    ("Everywhere", (
-        ("? or f1", "this help"),
-        ("q / ctrl+q", "quit (running matches go on; reopen to watch them)"),
-    )),
+    (
+        "Leaderboard",
+        (
+            ("up/down, pgup/pgdn", "move through the matches"),
+            ("enter", "open the match (live if running, else its details)"),
+            ("n", "new match"),
+            ("s / r", "cycle the sort column / reverse it (or click a header)"),
+            ("f / t", "focus the filters (data set, attacker, label, status) / the table"),
+            ("space, c", "mark a match, then c on another compares the two"),
+        ),
+    ),
+    (
+        "New match",
+        (
+            ("tab / shift+tab", "next / previous field"),
+            ("enter or ctrl+s", "check, queue and start the match"),
+            ("escape", "back without starting"),
+        ),
+    ),
+    (
+        "Live match",
+        (
+            ("x", "cancel the match (it is marked cancelled; its checkpoints are kept)"),
+            ("w", "start a worker for a queued match (e.g. one queued by `arena run --enqueue`)"),
+            ("d", "details of the match"),
+            ("escape", "back; the match keeps running in its own process"),
+        ),
+    ),
+    (
+        "Match details",
+        (
+            ("left/right", "switch tabs: curves, numbers, config, provenance, log"),
+            ("c", "compare with another match (curves overlaid as A and B)"),
+            ("l", "live view"),
+        ),
+    ),
+    (
+        "Everywhere",
+        (
+            ("? or f1", "this help"),
+            ("q / ctrl+q", "quit (running matches go on; reopen to watch them)"),
+        ),
+    ),
 )
 
 
@@ -73,6 +89,7 @@ class HelpScreen(ModalScreen[None]):
 
 class PickMatchScreen(ModalScreen[int | None]):
     """Choose the second match of a comparison."""
+
     BINDINGS = [Binding("escape", "close", "Close")]
 
     def __init__(self, base: int, candidates: list[MatchInfo]) -> None:
@@ -83,9 +100,14 @@ class PickMatchScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="pick-box"):
             yield Static(f"Compare #{self.base} with…", id="pick-title")
-            options = [Option(f"#{m.id:<4} {m.status:<9} {m.defender} vs {m.attacker} ({m.label_mode}) "
-                              f"{m.dataset} b{m.query_budget} s{m.seed} clone {fmt('clone_accuracy', m.clone_accuracy)}",
-                              id=str(m.id)) for m in self.candidates]
+            options = [
+                Option(
+                    f"#{m.id:<4} {m.status:<9} {m.defender} vs {m.attacker} ({m.label_mode}) "
+                    f"{m.dataset} b{m.query_budget} s{m.seed} clone {fmt('clone_accuracy', m.clone_accuracy)}",
+                    id=str(m.id),
+                )
+                for m in self.candidates
+            ]
             yield OptionList(*options, id="pick-list")
             if not options:
                 yield Static("no other match in this database yet")

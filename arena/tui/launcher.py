@@ -8,6 +8,7 @@
 3. `start_worker` starts `python -m arena.cli worker --match ID` in its own session, so closing
    the UI (or its terminal) does not stop the match.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,24 @@ DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 QUEUED_RE = re.compile(r"queued (\d+) match\(es\) (\d+)\.\.(\d+)")
 FIELDS = ("defender", "attacker", "dataset", "pool", "label_mode", "budget", "seed", "device")
 # Words in an `arena run` error line -> the form field it is about.
-FIELD_HINTS = (("--budget", "budget"), ("budget", "budget"), ("--label", "label_mode"), ("label", "label_mode"),
-               ("pool", "pool"), ("device", "device"), ("data set", "dataset"), ("--seed", "seed"),
-               ("defender", "defender"), ("attacker", "attacker"))
+FIELD_HINTS = (
+    ("--budget", "budget"),
+    ("budget", "budget"),
+    ("--label", "label_mode"),
+    ("label", "label_mode"),
+    ("pool", "pool"),
+    ("device", "device"),
+    ("data set", "dataset"),
+    ("--seed", "seed"),
+    ("defender", "defender"),
+    ("attacker", "attacker"),
+)
 
 
 @dataclass(frozen=True)
 class Settings:
     """Where children read and write: passed explicitly so they match the UI's view."""
+
     db_url: str
     data_root: str
     cache_dir: str
@@ -67,8 +78,11 @@ class FormError(Exception):
 def check_form(form: MatchForm, catalog: Catalog) -> dict[str, str]:
     """Cheap checks, field -> message. Names come from menus, but a stale catalog could differ."""
     errors: dict[str, str] = {}
-    for name, known in (("defender", catalog.defenders), ("attacker", catalog.attackers),
-                        ("dataset", catalog.datasets)):
+    for name, known in (
+        ("defender", catalog.defenders),
+        ("attacker", catalog.attackers),
+        ("dataset", catalog.datasets),
+    ):
         if getattr(form, name) not in known:
             errors[name] = f"choose a {name} from the list"
     if form.pool not in catalog.pools():
@@ -98,10 +112,33 @@ def _int(text: str) -> int | None:
 def run_command(form: MatchForm, settings: Settings) -> list[str]:
     """The `arena run --enqueue` command line for a checked form."""
     seed = _int(form.seed) if form.seed.strip() else 0
-    args = [sys.executable, "-m", "arena.cli", "run", "--enqueue", "--defender", form.defender,
-            "--attacker", form.attacker, "--dataset", form.dataset, "--pool", form.pool, "--label", form.label_mode,
-            "--seed", str(seed), "--device", form.device,
-            "--db", settings.db_url, "--data-root", settings.data_root, "--cache-dir", settings.cache_dir]
+    args = [
+        sys.executable,
+        "-m",
+        "arena.cli",
+        "run",
+        "--enqueue",
+        "--defender",
+        form.defender,
+        "--attacker",
+        form.attacker,
+        "--dataset",
+        form.dataset,
+        "--pool",
+        form.pool,
+        "--label",
+        form.label_mode,
+        "--seed",
+        str(seed),
+        "--device",
+        form.device,
+        "--db",
+        settings.db_url,
+        "--data-root",
+        settings.data_root,
+        "--cache-dir",
+        settings.cache_dir,
+    ]
     if form.budget.strip():
         args += ["--budget", str(_int(form.budget))]
     if settings.run_config:
@@ -120,8 +157,9 @@ def field_for(message: str) -> str | None:
 def enqueue(form: MatchForm, settings: Settings, timeout: float = 600.0) -> int:
     """Validate fully and queue the match in a child process; returns its id or raises FormError."""
     try:
-        done = subprocess.run(run_command(form, settings), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            run_command(form, settings), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise FormError(f"`arena run --enqueue` took over {timeout:.0f} s; try again") from None
     lines = done.stderr.strip().splitlines()
@@ -145,9 +183,25 @@ def start_worker(match_id: int, settings: Settings) -> subprocess.Popen:
     log = open(settings.worker_log(match_id), "ab")
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "arena.cli", "worker", "--match", str(match_id), "--db", settings.db_url,
-             "--data-root", settings.data_root, "--cache-dir", settings.cache_dir],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            [
+                sys.executable,
+                "-m",
+                "arena.cli",
+                "worker",
+                "--match",
+                str(match_id),
+                "--db",
+                settings.db_url,
+                "--data-root",
+                settings.data_root,
+                "--cache-dir",
+                settings.cache_dir,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     finally:

@@ -1,4 +1,5 @@
 """The default screen: every match in the database, ranked per arena, with filters and sorting."""
+
 from __future__ import annotations
 
 from textual import on, work
@@ -12,10 +13,21 @@ from arena.render import fmt
 from arena.tui.data import STATUSES, BoardFilter, BoardRow
 from arena.tui.widgets import status_text
 
-COLUMNS = (("mark", " "), ("rank", "#"), ("id", "id"), ("status", "status"), ("defender", "defender"),
-           ("attacker", "attacker"), ("label_mode", "label"), ("dataset", "data"), ("query_budget", "budget"),
-           ("defender_accuracy", "def acc"), ("clone_accuracy", "clone"), ("fidelity_served", "fidelity"),
-           ("queries_used", "queries"))
+COLUMNS = (
+    ("mark", " "),
+    ("rank", "#"),
+    ("id", "id"),
+    ("status", "status"),
+    ("defender", "defender"),
+    ("attacker", "attacker"),
+    ("label_mode", "label"),
+    ("dataset", "data"),
+    ("query_budget", "budget"),
+    ("defender_accuracy", "def acc"),
+    ("clone_accuracy", "clone"),
+    ("fidelity_served", "fidelity"),
+    ("queries_used", "queries"),
+)
 SORTABLE = ("arena", "id", "clone_accuracy", "fidelity_served", "defender_accuracy", "query_budget", "status")
 FILTERS = (("dataset", "data set"), ("attacker", "attacker"), ("label_mode", "label"), ("status", "status"))
 
@@ -122,8 +134,9 @@ class LeaderboardScreen(Screen):
 
         rows = sorted(self.rows, key=key, reverse=self.sort_reverse)
         if self.sort_reverse:  # keep empty values last either way
-            rows = [r for r in rows if getattr(r, self.sort_key) is not None] + \
-                   [r for r in rows if getattr(r, self.sort_key) is None]
+            rows = [r for r in rows if getattr(r, self.sort_key) is not None] + [
+                r for r in rows if getattr(r, self.sort_key) is None
+            ]
         return rows
 
     def _render_rows(self) -> None:

@@ -3,9 +3,10 @@
 The screen polls the database twice a second in a thread (checkpoints and events newer than
 what it has), so any match can be watched, including one started by another UI or `arena run`.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rich.text import Text
 from textual import work
@@ -96,8 +97,10 @@ class LiveScreen(Screen):
         finished = self.match is not None and self.match.active and not snapshot.match.active
         self.match = snapshot.match
         if finished:
-            self.notify(f"match #{self.match_id} {self.match.status}; press d for its details",
-                        severity="error" if self.match.status == "failed" else "information")
+            self.notify(
+                f"match #{self.match_id} {self.match.status}; press d for its details",
+                severity="error" if self.match.status == "failed" else "information",
+            )
         fresh = [p for p in snapshot.points if p.index > self._last_index()]
         self.points.extend(fresh)
         self._add_events(snapshot.events)
@@ -123,9 +126,11 @@ class LiveScreen(Screen):
 
     def _render_status(self) -> None:
         m = self.match
-        self._set("#live-title", Text.assemble(
-            status_text(m.status), "  ", (m.title, "bold"), f" · seed {m.seed} · {m.device}"))
-        now = datetime.now(timezone.utc)
+        self._set(
+            "#live-title",
+            Text.assemble(status_text(m.status), "  ", (m.title, "bold"), f" · seed {m.seed} · {m.device}"),
+        )
+        now = datetime.now(UTC)
         phase = m.phase if not (self.cancel_sent and m.active) else f"{m.phase} (cancelling)"
         if m.status in FINAL:
             progress, eta_text = "", f"finished in {duration(m.wall_seconds)}"
@@ -136,10 +141,12 @@ class LiveScreen(Screen):
         self._set("#live-phase", Text.assemble(f"phase: {phase} ", (progress, "bold"), f" {eta_text}"))
         used = m.queries_now()
         last = self.points[-1] if self.points else None
-        numbers = (f"queries {used}/{m.query_budget} · checkpoints {len(self.points)} · "
-                   f"clone {pct(last.clone_accuracy if last else None)} · "
-                   f"fidelity {pct(last.fidelity_served if last else None)} · "
-                   f"defender clean {pct(m.defender_accuracy)}")
+        numbers = (
+            f"queries {used}/{m.query_budget} · checkpoints {len(self.points)} · "
+            f"clone {pct(last.clone_accuracy if last else None)} · "
+            f"fidelity {pct(last.fidelity_served if last else None)} · "
+            f"defender clean {pct(m.defender_accuracy)}"
+        )
         if m.error:
             numbers += f" · error: {m.error}"
         self._set("#live-numbers", Text(numbers))

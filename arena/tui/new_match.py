@@ -5,6 +5,7 @@ process (data available, budget fits the pool, device present) and its one-line 
 under the field it names. A valid match is queued, a detached worker plays it, and the live
 view opens.
 """
+
 from __future__ import annotations
 
 from textual import on, work
@@ -17,8 +18,16 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 from arena.tui.catalog import Catalog
 from arena.tui.launcher import FIELDS, FormError, MatchForm, check_form, enqueue, start_worker
 
-LABELS = {"defender": "defender", "attacker": "attacker", "dataset": "data set", "pool": "query pool",
-          "label_mode": "label mode", "budget": "budget", "seed": "seed", "device": "device"}
+LABELS = {
+    "defender": "defender",
+    "attacker": "attacker",
+    "dataset": "data set",
+    "pool": "query pool",
+    "label_mode": "label mode",
+    "budget": "budget",
+    "seed": "seed",
+    "device": "device",
+}
 SELECTS = ("defender", "attacker", "dataset", "pool", "label_mode", "device")
 
 
@@ -76,8 +85,13 @@ class NewMatchScreen(Screen):
 
     def _fields(self, catalog: Catalog) -> list[VerticalGroup]:
         defaults = catalog.defaults
-        options = {"defender": list(catalog.defenders), "attacker": list(catalog.attackers),
-                   "dataset": list(catalog.datasets), "pool": catalog.pools(), "device": list(catalog.devices)}
+        options = {
+            "defender": list(catalog.defenders),
+            "attacker": list(catalog.attackers),
+            "dataset": list(catalog.datasets),
+            "pool": catalog.pools(),
+            "device": list(catalog.devices),
+        }
         attacker = defaults.get("attacker") if defaults.get("attacker") in catalog.attackers else options["attacker"][0]
         options["label_mode"] = list(catalog.attackers[attacker].label_modes)
         fields = []
@@ -85,14 +99,29 @@ class NewMatchScreen(Screen):
             if name in SELECTS:
                 values = options[name]
                 default = attacker if name == "attacker" else defaults.get(name)
-                widget = Select([(v, v) for v in values], value=default if default in values else values[0],
-                                id=f"in-{name}", compact=True, allow_blank=False)
+                widget = Select(
+                    [(v, v) for v in values],
+                    value=default if default in values else values[0],
+                    id=f"in-{name}",
+                    compact=True,
+                    allow_blank=False,
+                )
             else:
-                widget = Input(str(defaults.get("seed", 0)) if name == "seed" else "", id=f"in-{name}",
-                               compact=True, type="integer", placeholder="default")
-            fields.append(VerticalGroup(HorizontalGroup(Label(LABELS[name], classes="field-label"), widget,
-                                                        classes="field-row"),
-                                   Static("", classes="error", id=f"err-{name}"), classes="field", id=f"field-{name}"))
+                widget = Input(
+                    str(defaults.get("seed", 0)) if name == "seed" else "",
+                    id=f"in-{name}",
+                    compact=True,
+                    type="integer",
+                    placeholder="default",
+                )
+            fields.append(
+                VerticalGroup(
+                    HorizontalGroup(Label(LABELS[name], classes="field-label"), widget, classes="field-row"),
+                    Static("", classes="error", id=f"err-{name}"),
+                    classes="field",
+                    id=f"field-{name}",
+                )
+            )
         return fields
 
     def _fields_mounted(self) -> None:
@@ -101,7 +130,8 @@ class NewMatchScreen(Screen):
         self.show_errors({})
         self.ready = True
         self.query_one("#form-intro", Static).update(
-            "Pick the match; the budget defaults to the attacker's. Start: ctrl+s or Enter in a field.")
+            "Pick the match; the budget defaults to the attacker's. Start: ctrl+s or Enter in a field."
+        )
         self.query_one("#start", Button).disabled = False
         self.query_one("#in-defender", Select).focus()
         self._describe()
@@ -122,9 +152,11 @@ class NewMatchScreen(Screen):
             return
         form = self.read_form()
         attacker = self.catalog.attackers.get(form.attacker)
-        lines = [f"defender: {self.catalog.defenders.get(form.defender, '')}",
-                 f"attacker: {attacker.description if attacker else ''}",
-                 f"data set: {self.catalog.datasets.get(form.dataset, '')}"]
+        lines = [
+            f"defender: {self.catalog.defenders.get(form.defender, '')}",
+            f"attacker: {attacker.description if attacker else ''}",
+            f"data set: {self.catalog.datasets.get(form.dataset, '')}",
+        ]
         self.query_one("#form-help", Static).update("\n".join(lines))
 
     # -- the form -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Widgets shared by the screens: the curve plot and small formatting helpers."""
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,7 @@ PLAIN_REFERENCE = ("-", "=")
 @dataclass(frozen=True)
 class Curves:
     """One match's curves as the plot needs them."""
+
     label: str  # "" for a single match, "A"/"B" when comparing
     points: tuple[Point, ...]
     reference: float | None  # the defender's clean accuracy
@@ -72,9 +74,12 @@ class CurvePlot(PlotextPlot):
         for number, curve in enumerate(self.curves):
             prefix = f"{curve.label} " if curve.label else ""
             xs = [p.queries_used for p in curve.points]
-            for which, (name, values) in enumerate((
+            for which, (name, values) in enumerate(
+                (
                     ("clone acc", [100 * p.clone_accuracy for p in curve.points]),
-                    ("fidelity", [100 * p.fidelity_served for p in curve.points]))):
+                    ("fidelity", [100 * p.fidelity_served for p in curve.points]),
+                )
+            ):
                 if not xs:
                     continue
                 if plain:
@@ -85,8 +90,9 @@ class CurvePlot(PlotextPlot):
                 marker = PLAIN_REFERENCE[number % 2] if plain else "braille"
                 colour = None if plain else REFERENCE_COLOURS[number % 2]
                 kwargs = {"color": colour} if colour else {}
-                plt.plot([low, budget], [100 * curve.reference] * 2, label=f"{prefix}defender clean",
-                         marker=marker, **kwargs)
+                plt.plot(
+                    [low, budget], [100 * curve.reference] * 2, label=f"{prefix}defender clean", marker=marker, **kwargs
+                )
         drawn = bool(xs_all) or any(c.reference is not None for c in self.curves)
         if drawn and budget > 10 * low:  # plotext takes log-scale limits as exponents
             plt.xscale("log")
@@ -116,8 +122,13 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-STATUS_STYLES = {"queued": "yellow", "running": "bold cyan", "done": "green", "failed": "bold red",
-                 "cancelled": "magenta"}
+STATUS_STYLES = {
+    "queued": "yellow",
+    "running": "bold cyan",
+    "done": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
 
 
 def status_text(status: str) -> Text:

@@ -3,10 +3,11 @@
 Everything here talks to the defended model only through the `Oracle`, so query accounting
 stays the oracle's: one image = one query, refused whole when a batch would cross the budget.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ def query_all(oracle: Oracle, images: torch.Tensor, ctx: AttackContext, chunk: i
     answers = []
     for start in range(0, len(images), chunk):
         ctx.should_stop()
-        batch = to_floats(images[start:start + chunk]).to(ctx.device)
+        batch = to_floats(images[start : start + chunk]).to(ctx.device)
         answers.append(oracle.query(batch).cpu())
     return torch.cat(answers)
 
@@ -64,8 +65,10 @@ def clone_probs(clone: nn.Module, images: torch.Tensor, ctx: AttackContext, chun
     """Softmax outputs of the clone (eval mode) on uint8/float images; on CPU."""
     was_training = clone.training
     clone.eval()
-    out = [torch.softmax(clone(to_floats(images[i:i + chunk]).to(ctx.device)).float(), 1).cpu()
-           for i in range(0, len(images), chunk)]
+    out = [
+        torch.softmax(clone(to_floats(images[i : i + chunk]).to(ctx.device)).float(), 1).cpu()
+        for i in range(0, len(images), chunk)
+    ]
     clone.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
 
@@ -181,7 +184,7 @@ class ReplayBuffer:
         if self.images is None:
             self.images = torch.empty((self.capacity, *images.shape[1:]), dtype=torch.float16)
             self.answers = torch.empty((self.capacity, *answers.shape[1:]), dtype=torch.float32)
-        images, answers = images[-self.capacity:], answers[-self.capacity:]
+        images, answers = images[-self.capacity :], answers[-self.capacity :]
         slots = (self.cursor + torch.arange(len(images))) % self.capacity
         self.images[slots] = images
         self.answers[slots] = answers

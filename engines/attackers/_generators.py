@@ -3,6 +3,7 @@
 All generators produce a pre-activation tensor; `to_pixels` maps it to images in [0, 1]
 (tanh rescaled), the space of the query API.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,14 +23,19 @@ class UpsampleGenerator(nn.Module):
     def __init__(self, nz: int, width: int, channels: int, image_size: int = 32):
         super().__init__()
         self.start = image_size // 4
-        self.project = nn.Linear(nz, 2 * width * self.start ** 2)
+        self.project = nn.Linear(nz, 2 * width * self.start**2)
         self.body = nn.Sequential(
             nn.BatchNorm2d(2 * width),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, channels, 3, padding=1), nn.BatchNorm2d(channels),
+            nn.Conv2d(2 * width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -53,9 +59,15 @@ class DcganGenerator(nn.Module):
         super().__init__()
         self.nz = nz
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(nz, 4 * width, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(True),
-            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(True),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),
+            nn.ConvTranspose2d(nz, 4 * width, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(4 * width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
             nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False),
         )
         self.apply(dcgan_init)
@@ -70,9 +82,14 @@ class DcganDiscriminator(nn.Module):
     def __init__(self, width: int, channels: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * width), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(channels, width, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(4 * width),
+            nn.LeakyReLU(0.2, True),
             nn.Conv2d(4 * width, 1, 4, 1, 0, bias=False),
         )
         self.apply(dcgan_init)

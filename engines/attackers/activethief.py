@@ -26,6 +26,7 @@ at most 30 epochs (and at least `min_steps` steps) per training with patience 8,
 budget 1,000 from the 1,200-image mnist5k pool. As in the paper the pool is sampled without
 replacement, so the budget cannot exceed the pool.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -61,7 +62,7 @@ def kcenter_greedy(candidates: torch.Tensor, centers: torch.Tensor, k: int) -> l
     for _ in range(min(k, len(candidates))):
         index = int(nearest.argmax())
         chosen.append(index)
-        nearest = torch.minimum(nearest, torch.cdist(candidates, candidates[index:index + 1]).squeeze(1))
+        nearest = torch.minimum(nearest, torch.cdist(candidates, candidates[index : index + 1]).squeeze(1))
         nearest[index] = -1.0
     return chosen
 
@@ -84,9 +85,11 @@ class _ActiveThief(Attacker):
         p = self.params
         plan = self.plan(query_budget)
         if plan[1] < 1 or plan[2] < p.iterations:
-            raise ArenaError(f"{self.name} needs a seed set and at least one image per iteration: budget "
-                             f"{query_budget} is too small for {p.iterations} iterations; raise --budget or lower "
-                             "iterations")
+            raise ArenaError(
+                f"{self.name} needs a seed set and at least one image per iteration: budget "
+                f"{query_budget} is too small for {p.iterations} iterations; raise --budget or lower "
+                "iterations"
+            )
 
     def plan(self, budget: int) -> tuple[int, int, int]:
         """(validation, seed, selected over all iterations) query counts for a budget."""
@@ -107,8 +110,8 @@ class _ActiveThief(Attacker):
         pool = ctx.pool.images  # labels of the pool are never read
         val_n, seed_n, selectable = self.plan(oracle.query_budget)
         order = torch.randperm(len(pool), generator=ctx.generator(1))
-        val_idx, labelled = order[:val_n], order[val_n:val_n + seed_n]
-        remaining = order[val_n + seed_n:]
+        val_idx, labelled = order[:val_n], order[val_n : val_n + seed_n]
+        remaining = order[val_n + seed_n :]
         val = None
         if val_n:
             val = (pool[val_idx], answer_labels(query_all(oracle, pool[val_idx], ctx), oracle.label_mode))
@@ -118,10 +121,22 @@ class _ActiveThief(Attacker):
         clone = None
         for it in range(p.iterations + 1):
             ctx.should_stop()
-            clone = train_clone(ctx, pool[labelled], targets_from_answers(answers, oracle), 100 + it,
-                                arch=p.clone_arch, epochs=p.epochs, min_steps=p.min_steps, batch_size=p.batch_size,
-                                lr=p.lr, momentum=0.0, weight_decay=p.weight_decay, optimizer="adam",
-                                val=val, patience=p.patience)
+            clone = train_clone(
+                ctx,
+                pool[labelled],
+                targets_from_answers(answers, oracle),
+                100 + it,
+                arch=p.clone_arch,
+                epochs=p.epochs,
+                min_steps=p.min_steps,
+                batch_size=p.batch_size,
+                lr=p.lr,
+                momentum=0.0,
+                weight_decay=p.weight_decay,
+                optimizer="adam",
+                val=val,
+                patience=p.patience,
+            )
             ctx.progress(oracle.queries_used, oracle.query_budget, f"iteration {it}: {len(labelled)} labelled images")
             ctx.checkpoint_if_due(clone, oracle.queries_used, force=it == p.iterations)
             if it == p.iterations:

@@ -25,6 +25,7 @@ All three train the scored clone from scratch at each budget checkpoint on every
 bought so far, with the KnockoffNets CPU-scale recipe (`knockoff`: SGD lr 0.01, momentum 0.9,
 batch 64, 30 epochs, at least 300 steps, cosine schedule).
 """
+
 from __future__ import annotations
 
 import math
@@ -87,14 +88,25 @@ class _PoolKnockoff(Attacker):
         clone = None
         for index, target in enumerate(ctx.checkpoints):
             if oracle.queries_used < target:
-                answers.append(query_all(oracle, images[oracle.queries_used:target], ctx, chunk=p.query_batch))
+                answers.append(query_all(oracle, images[oracle.queries_used : target], ctx, chunk=p.query_batch))
             bought = oracle.queries_used
             targets = self.training_targets(torch.cat(answers), oracle)
             ctx.progress(bought, oracle.query_budget, f"training clone on {bought} answers")
             extra = {"loss_fn": type(self).loss_fn} if type(self).loss_fn is not None else {}
-            clone = train_clone(ctx, images[:bought], targets, 100 + index, arch=p.clone_arch, epochs=p.epochs,
-                                min_steps=p.min_steps, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
-                                weight_decay=p.weight_decay, **extra)
+            clone = train_clone(
+                ctx,
+                images[:bought],
+                targets,
+                100 + index,
+                arch=p.clone_arch,
+                epochs=p.epochs,
+                min_steps=p.min_steps,
+                batch_size=p.batch_size,
+                lr=p.lr,
+                momentum=p.momentum,
+                weight_decay=p.weight_decay,
+                **extra,
+            )
             ctx.checkpoint_if_due(clone, bought)
         return clone
 

@@ -5,11 +5,13 @@ An attacker receives the oracle (its only access to the defended model), its que
 to have its clone evaluated. It never sees the victim, the defender or the test split: the
 evaluation callback scores the clone on the test split behind its back.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator

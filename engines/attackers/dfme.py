@@ -26,8 +26,8 @@ to 0.03 after 10 % of the iterations and leaves lr_G 1e-4 too slow to spread the
 over more classes in a few hundred generator steps. Pass the paper's values explicitly for
 a faithful run at its budget.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -60,14 +60,19 @@ class DfmeGenerator(nn.Module):
     def __init__(self, nz: int, width: int, channels: int, image_size: int = 32):
         super().__init__()
         self.init_size = image_size // 4
-        self.project = nn.Linear(nz, 2 * width * self.init_size ** 2)
+        self.project = nn.Linear(nz, 2 * width * self.init_size**2)
         self.body = nn.Sequential(
             nn.BatchNorm2d(2 * width),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, channels, 3, padding=1), nn.BatchNorm2d(channels, affine=False),
+            nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, channels, 3, padding=1),
+            nn.BatchNorm2d(channels, affine=False),
         )
 
     def forward(self, z: torch.Tensor, pre_activation: bool = False) -> torch.Tensor:
@@ -124,14 +129,18 @@ class Dfme(Attacker):
         super().validate(label_mode, query_budget, pool_size)
         cost = self.queries_per_iteration()
         if query_budget < cost:
-            raise ArenaError(f"dfme needs at least {cost} queries for one iteration with these settings; "
-                             "raise --budget or lower batch_size")
+            raise ArenaError(
+                f"dfme needs at least {cost} queries for one iteration with these settings; "
+                "raise --budget or lower batch_size"
+            )
 
     def run(self, oracle: Oracle, ctx: AttackContext):
         p = self.params
         cost = self.queries_per_iteration()
         if oracle.remaining < cost:
-            raise ArenaError(f"dfme needs {cost} queries per iteration with these settings; raise --budget or lower batch_size")
+            raise ArenaError(
+                f"dfme needs {cost} queries per iteration with these settings; raise --budget or lower batch_size"
+            )
         channels = ctx.image_shape[0]
         torch.manual_seed(ctx.seed * 7919 + 1)
         generator = DfmeGenerator(p.nz, p.generator_width, channels, ctx.image_shape[1]).to(ctx.device)
@@ -168,7 +177,11 @@ class Dfme(Attacker):
                 opt_clone.step()
             sched_clone.step()
             sched_gen.step()
-            ctx.progress(oracle.queries_used, oracle.query_budget, f"iteration {iteration + 1}/{iterations}, clone loss {loss.item():.3f}")
+            ctx.progress(
+                oracle.queries_used,
+                oracle.query_budget,
+                f"iteration {iteration + 1}/{iterations}, clone loss {loss.item():.3f}",
+            )
             clone.eval()
             ctx.checkpoint_if_due(clone, oracle.queries_used)
         return clone

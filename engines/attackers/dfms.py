@@ -49,6 +49,7 @@ more, as MAZE's experience replay does. `benchmarks/attacks.py` prints both sett
 by side (docs/results.md, "CPU-scale presets against the paper's values"). Pass
 `replay_steps=1, div_weight=500` for the paper's final-stage values.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,9 @@ class DfmsParams(AttackerParams):
     weight_decay: float = Field(5e-4, ge=0)
 
 
-def synthetic_shapes(n: int, channels: int, generator: torch.Generator, size: int = 32,
-                     min_shapes: int = 3, max_shapes: int = 8) -> torch.Tensor:
+def synthetic_shapes(
+    n: int, channels: int, generator: torch.Generator, size: int = 32, min_shapes: int = 3, max_shapes: int = 8
+) -> torch.Tensor:
     """`n` uint8 images (n, channels, size, size) of random blurred shapes on random backgrounds."""
     coords = torch.arange(size, dtype=torch.float32)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -119,8 +121,17 @@ def class_diversity_loss(logits: torch.Tensor) -> torch.Tensor:
     return (mean * torch.log(mean + 1e-5)).sum()
 
 
-def train_gan(generator, discriminator, proxy: torch.Tensor, p: DfmsParams, ctx: AttackContext,
-              opt_g, opt_d, draws: torch.Generator, noise: torch.Generator) -> None:
+def train_gan(
+    generator,
+    discriminator,
+    proxy: torch.Tensor,
+    p: DfmsParams,
+    ctx: AttackContext,
+    opt_g,
+    opt_d,
+    draws: torch.Generator,
+    noise: torch.Generator,
+) -> None:
     """Plain DCGAN training on the proxy images (uint8); makes no query."""
     bce = torch.nn.BCEWithLogitsLoss()
     for step in range(p.gan_steps):
@@ -129,8 +140,9 @@ def train_gan(generator, discriminator, proxy: torch.Tensor, p: DfmsParams, ctx:
             ctx.progress(step, p.gan_steps, "training the proxy GAN (no queries)")
         real = to_floats(proxy[torch.randint(len(proxy), (p.batch_size,), generator=draws)]).to(ctx.device)
         fake = to_pixels(generator(torch.randn(p.batch_size, p.nz, generator=noise).to(ctx.device)))
-        d_loss = bce(discriminator(real), torch.ones(len(real), device=ctx.device)) + \
-            bce(discriminator(fake.detach()), torch.zeros(len(fake), device=ctx.device))
+        d_loss = bce(discriminator(real), torch.ones(len(real), device=ctx.device)) + bce(
+            discriminator(fake.detach()), torch.zeros(len(fake), device=ctx.device)
+        )
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -180,8 +192,9 @@ class _Dfms(Attacker):
         generator.train()
         inputs = torch.cat([to_floats(proxy[picks]), samples]) if warm else torch.empty(0, *ctx.image_shape)
         answers = query_all(oracle, inputs, ctx) if warm else torch.empty(0)
-        steps_total = math.ceil(oracle.remaining / p.batch_size) * (1 + p.replay_steps) \
-            + p.warmup_epochs * math.ceil(max(1, warm) / p.batch_size)
+        steps_total = math.ceil(oracle.remaining / p.batch_size) * (1 + p.replay_steps) + p.warmup_epochs * math.ceil(
+            max(1, warm) / p.batch_size
+        )
         opt_c = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=p.momentum, weight_decay=p.weight_decay)
         sched_c = torch.optim.lr_scheduler.CosineAnnealingLR(opt_c, T_max=max(1, steps_total))
 
@@ -200,7 +213,7 @@ class _Dfms(Attacker):
                 ctx.should_stop()
                 order = torch.randperm(len(inputs), generator=batches)
                 for start in range(0, len(inputs), p.batch_size):
-                    idx = order[start:start + p.batch_size]
+                    idx = order[start : start + p.batch_size]
                     clone_step(inputs[idx], targets[idx])
             clone.eval()
             ctx.checkpoint_if_due(clone, oracle.queries_used)
@@ -226,16 +239,18 @@ class _Dfms(Attacker):
             clone.eval()
             for param in clone.parameters():
                 param.requires_grad_(False)
-            g_loss = bce(discriminator(fake), torch.ones(len(fake), device=ctx.device)) + \
-                p.div_weight * class_diversity_loss(clone(fake))
+            g_loss = bce(
+                discriminator(fake), torch.ones(len(fake), device=ctx.device)
+            ) + p.div_weight * class_diversity_loss(clone(fake))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
             for param in clone.parameters():
                 param.requires_grad_(True)
             real = to_floats(proxy[torch.randint(len(proxy), (len(fake),), generator=draws)]).to(ctx.device)
-            d_loss = bce(discriminator(real), torch.ones(len(real), device=ctx.device)) + \
-                bce(discriminator(fake.detach()), torch.zeros(len(fake), device=ctx.device))
+            d_loss = bce(discriminator(real), torch.ones(len(real), device=ctx.device)) + bce(
+                discriminator(fake.detach()), torch.zeros(len(fake), device=ctx.device)
+            )
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()

@@ -24,6 +24,7 @@ Arena defaults: 100 seeds from the attacker pool (the catalogue's ~100), 6 round
 round with at least `min_steps_per_round` optimizer steps so the first rounds on 100 images
 are not scored on a barely trained clone.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,16 +53,17 @@ class JbdaParams(AttackerParams):
     max_new_per_round: int = Field(3200, ge=1)
 
 
-def jacobian_step(clone, images: torch.Tensor, labels: torch.Tensor, lam: float, device: torch.device,
-                  chunk: int = 512) -> torch.Tensor:
+def jacobian_step(
+    clone, images: torch.Tensor, labels: torch.Tensor, lam: float, device: torch.device, chunk: int = 512
+) -> torch.Tensor:
     """x + lam * sign(d logit_label / dx), clipped to [0, 1]; float images on CPU."""
     clone.eval()
     out = []
     for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].to(device).requires_grad_(True)
+        x = images[start : start + chunk].to(device).requires_grad_(True)
         logits = clone(x)
         # rows are independent in eval mode, so the gradient of the sum is per-row
-        selected = logits.gather(1, labels[start:start + chunk].to(device).view(-1, 1)).sum()
+        selected = logits.gather(1, labels[start : start + chunk].to(device).view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(selected, x)
         out.append((x.detach() + lam * grad.sign()).clamp_(0.0, 1.0).cpu())
     return torch.cat(out)

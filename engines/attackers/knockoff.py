@@ -12,6 +12,7 @@ momentum 0.9 instead of 0.5: the paper fine-tunes a pretrained ResNet-34, our cl
 from scratch, and at momentum 0.5 a LeNet-5 clone on 1,200 soft answers reached 88.4 %
 test accuracy against 94.4 % at 0.9 (same victim, seed and steps).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,14 +35,23 @@ class KnockoffParams(AttackerParams):
     query_batch: int = Field(256, ge=1)
 
 
-def train_clone_on_answers(attacker_params: KnockoffParams, ctx: AttackContext, inputs: torch.Tensor,
-                           targets: torch.Tensor, seed_offset: int):
+def train_clone_on_answers(
+    attacker_params: KnockoffParams, ctx: AttackContext, inputs: torch.Tensor, targets: torch.Tensor, seed_offset: int
+):
     """Train a fresh clone on (images, oracle targets) with the KnockoffNets recipe."""
     p = attacker_params
     steps_per_epoch = math.ceil(len(inputs) / p.batch_size)
     epochs = max(p.epochs, math.ceil(p.min_steps / steps_per_epoch))
-    cfg = TrainConfig(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=p.lr,
-                      momentum=p.momentum, weight_decay=p.weight_decay, schedule="cosine", augment=False)
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=p.batch_size,
+        optimizer="sgd",
+        lr=p.lr,
+        momentum=p.momentum,
+        weight_decay=p.weight_decay,
+        schedule="cosine",
+        augment=False,
+    )
     torch.manual_seed(ctx.seed * 7919 + seed_offset)  # fresh, reproducible initialisation
     clone = ctx.build_clone(p.clone_arch)
     fit(clone, inputs, targets, cfg, ctx.device, ctx.generator(seed_offset), should_stop=ctx.should_stop)

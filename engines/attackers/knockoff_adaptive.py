@@ -33,6 +33,7 @@ Paper settings: ResNet-34 knockoff, budgets up to 100k (ImageNet-scale pools). C
 preset: 10 clusters, batches of 16 draws per policy step, alpha 0.2, default budget 600
 (half the 1,200-image mnist5k pool, so the sampler has a choice to make).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -41,8 +42,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import (answer_labels, clone_loss, flat_pixels, kmeans, query_all,
-                                       targets_from_answers, to_floats)
+from engines.attackers._common import (
+    answer_labels,
+    clone_loss,
+    flat_pixels,
+    kmeans,
+    query_all,
+    targets_from_answers,
+    to_floats,
+)
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
 from engines.attackers.knockoff import KnockoffParams, train_clone_on_answers
 from engines.oracle import Oracle
@@ -137,8 +145,9 @@ class KnockoffAdaptive(Attacker):
 
         torch.manual_seed(ctx.seed * 7919 + 5)
         online = ctx.build_clone(p.clone_arch)
-        online_opt = torch.optim.SGD(online.parameters(), lr=p.online_lr, momentum=p.momentum,
-                                     weight_decay=p.weight_decay)
+        online_opt = torch.optim.SGD(
+            online.parameters(), lr=p.online_lr, momentum=p.momentum, weight_decay=p.weight_decay
+        )
 
         chosen: list[int] = []
         actions: list[int] = []
@@ -167,7 +176,7 @@ class KnockoffAdaptive(Attacker):
                     y = probs[i].double()
                     top2 = y.topk(2).values
                     certainty = float(top2[0] - top2[1])
-                    window = torch.stack(recent[-p.diversity_window:]).mean(0) if recent else torch.zeros_like(y)
+                    window = torch.stack(recent[-p.diversity_window :]).mean(0) if recent else torch.zeros_like(y)
                     diversity = float((y - window).clamp_min(0).sum())
                     loss = float(-(y * log_q[i].double()).sum())
                     recent.append(y)
@@ -194,8 +203,10 @@ class KnockoffAdaptive(Attacker):
             ctx.checkpoint_if_due(clone, bought)
         counts = torch.bincount(torch.tensor(actions), minlength=p.num_actions).tolist()
         sizes = torch.bincount(clusters, minlength=p.num_actions).tolist()
-        ctx.log(f"knockoff-adaptive: queries per cluster {counts} of cluster sizes {sizes}; "
-                f"final policy {[round(v, 3) for v in bandit.policy().tolist()]}")
+        ctx.log(
+            f"knockoff-adaptive: queries per cluster {counts} of cluster sizes {sizes}; "
+            f"final policy {[round(v, 3) for v in bandit.policy().tolist()]}"
+        )
         # kept for benchmarks and tests that drive the attacker directly
         self.chosen_indices = chosen
         self.actions = actions

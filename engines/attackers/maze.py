@@ -34,6 +34,7 @@ spreads its samples over the classes within the budget. `benchmarks/attacks.py` 
 settings side by side (docs/results.md, "CPU-scale presets against the paper's values").
 Pass `lr_gen=1e-4` for the paper's value.
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,8 +69,9 @@ def per_sample_neg_kl(probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor
     return -F.kl_div(F.log_softmax(logits, dim=1), probs, reduction="none").sum(1)
 
 
-def zeroth_order_backward(pre: torch.Tensor, clone, oracle: Oracle, p: "MazeParams", generator: torch.Generator,
-                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
+def zeroth_order_backward(
+    pre: torch.Tensor, clone, oracle: Oracle, p: MazeParams, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Estimate d(-KL)/d(pre) with forward differences, back-propagate it into the generator.
 
     Queries len(pre) * (1 + ndirs) images. Returns the unperturbed images, their answers and
@@ -106,8 +108,10 @@ class Maze(Attacker):
         super().validate(label_mode, query_budget, pool_size)
         cost = self.iteration_cost()
         if query_budget < cost:
-            raise ArenaError(f"maze needs at least {cost} queries for one iteration with these settings; "
-                             "raise --budget or lower batch_size / ndirs")
+            raise ArenaError(
+                f"maze needs at least {cost} queries for one iteration with these settings; "
+                "raise --budget or lower batch_size / ndirs"
+            )
 
     def run(self, oracle: Oracle, ctx: AttackContext):
         p = self.params
@@ -163,8 +167,11 @@ class Maze(Attacker):
                     clone_step(xr.to(ctx.device), ar.to(ctx.device))
             sched_s.step()
             sched_g.step()
-            ctx.progress(oracle.queries_used, oracle.query_budget, f"iteration {iteration + 1}/{iterations}: "
-                         f"clone KL {clone_loss:.3f}, generator KL {gen_kl:.3f}")
+            ctx.progress(
+                oracle.queries_used,
+                oracle.query_budget,
+                f"iteration {iteration + 1}/{iterations}: clone KL {clone_loss:.3f}, generator KL {gen_kl:.3f}",
+            )
             clone.eval()
             ctx.checkpoint_if_due(clone, oracle.queries_used)
         while oracle.remaining > 0:  # fewer queries left than one iteration: clone steps on fresh samples

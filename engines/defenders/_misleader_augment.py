@@ -19,6 +19,7 @@ batch, so images are transformed one by one. The transforms draw from torch's gl
 is seeded right before use inside a forked RNG scope, so results are reproducible and the
 caller's global RNG state is left untouched.
 """
+
 from __future__ import annotations
 
 import torch

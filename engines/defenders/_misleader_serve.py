@@ -10,6 +10,7 @@ Fusion is chosen by a fixed rule, never by timing at run time (that would make s
 depend on machine load): `auto` fuses on CUDA and leaves members unfused on CPU, where
 `benchmarks/misleader.py` measured the fused call to be slower for LeNet-size members.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,14 +63,15 @@ class EnsembleServer:
         for member, arch in zip(members, archs):
             by_arch.setdefault(arch, []).append(member)
         self.groups: list = []
-        for arch, group in by_arch.items():
+        for group in by_arch.values():
             if do_fuse and len(group) > 1:
                 self.groups.append(_Fused(group))
             else:
                 self.groups.extend(_Single(m) for m in group)
         self.fused = any(isinstance(g, _Fused) for g in self.groups)
-        self.streams = ([torch.cuda.Stream(device) for _ in self.groups]
-                        if device.type == "cuda" and len(self.groups) > 1 else None)
+        self.streams = (
+            [torch.cuda.Stream(device) for _ in self.groups] if device.type == "cuda" and len(self.groups) > 1 else None
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.streams is None:

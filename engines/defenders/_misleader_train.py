@@ -16,13 +16,14 @@ copy of the training split (augmenting once per epoch instead of once per member
 passes of per-image torchvision transforms). Member k's seeds depend on (seed, k) only, so
 member 0 of an ablation matches member 0 of the full ensemble where their settings agree.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +43,9 @@ def kl_logits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(1).mean()
 
 
-def utility_loss(member_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                 T: float, alpha: float) -> torch.Tensor:
+def utility_loss(
+    member_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, T: float, alpha: float
+) -> torch.Tensor:
     """alpha*T^2*KL(softmax(t/T) || softmax(d/T)) + (1-alpha)*CE(d, y)."""
     kd = kl_logits(teacher_logits.float() / T, member_logits.float() / T)
     return alpha * T * T * kd + (1.0 - alpha) * F.cross_entropy(member_logits.float(), labels)
@@ -113,8 +115,16 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
-def attacker_update(member: nn.Module, attacker: nn.Module, x_aug: torch.Tensor, a_iter: int, mode: str,
-                    step: _Step, device: torch.device, amp: bool) -> float:
+def attacker_update(
+    member: nn.Module,
+    attacker: nn.Module,
+    x_aug: torch.Tensor,
+    a_iter: int,
+    mode: str,
+    step: _Step,
+    device: torch.device,
+    amp: bool,
+) -> float:
     """Simulated-attacker update(s) on x'; returns the last attacker loss."""
     with torch.no_grad(), _autocast(device, amp):
         target = member(x_aug).float()  # the member is fixed during these updates
@@ -129,8 +139,18 @@ def attacker_update(member: nn.Module, attacker: nn.Module, x_aug: torch.Tensor,
     return loss_value
 
 
-def member_update(member: nn.Module, attacker: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  x_aug: torch.Tensor, plan: MemberPlan, step: _Step, device: torch.device, amp: bool) -> tuple[float, float]:
+def member_update(
+    member: nn.Module,
+    attacker: nn.Module,
+    teacher: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_aug: torch.Tensor,
+    plan: MemberPlan,
+    step: _Step,
+    device: torch.device,
+    amp: bool,
+) -> tuple[float, float]:
     """One member step on L_util(x, y) - lambda * L_ext(x'); returns (L_util, L_ext) before the step."""
     with torch.no_grad(), _autocast(device, amp):
         teacher_logits = teacher(x).float()
@@ -145,11 +165,22 @@ def member_update(member: nn.Module, attacker: nn.Module, teacher: nn.Module, x:
 
 
 # ----------------------------------------------------------------------------- the loop
-def train_members(teacher: nn.Module, plans: list[MemberPlan], s: LoopSettings, train: ImageSet, val: ImageSet,
-                  channels: int, num_classes: int, mean, std, device: torch.device, seed: int,
-                  progress: Callable[[int, int, str], None] = lambda d, t, m: None,
-                  log: Callable[[str], None] = lambda m: None,
-                  should_stop: Callable[[], None] = lambda: None) -> tuple[list[nn.Module], dict]:
+def train_members(
+    teacher: nn.Module,
+    plans: list[MemberPlan],
+    s: LoopSettings,
+    train: ImageSet,
+    val: ImageSet,
+    channels: int,
+    num_classes: int,
+    mean,
+    std,
+    device: torch.device,
+    seed: int,
+    progress: Callable[[int, int, str], None] = lambda d, t, m: None,
+    log: Callable[[str], None] = lambda m: None,
+    should_stop: Callable[[], None] = lambda: None,
+) -> tuple[list[nn.Module], dict]:
     """Train every member of `plans`; returns (members at their best validation epoch, report).
 
     Reads `train` (batches and augmented queries) and `val` (checkpoint selection) only."""
@@ -174,9 +205,14 @@ def train_members(teacher: nn.Module, plans: list[MemberPlan], s: LoopSettings, 
     history = [[] for _ in plans]
     for epoch in range(s.epochs):
         should_stop()
-        queries = augment_images(train.images, chain, seed * 1_000_003 + 104_729 * (epoch + 1)) if s.augment else train.images
-        inputs = (augment_images(train.images, train_chain, seed * 1_000_003 + 15_485_863 * (epoch + 1))
-                  if train_chain is not None else train.images)
+        queries = (
+            augment_images(train.images, chain, seed * 1_000_003 + 104_729 * (epoch + 1)) if s.augment else train.images
+        )
+        inputs = (
+            augment_images(train.images, train_chain, seed * 1_000_003 + 15_485_863 * (epoch + 1))
+            if train_chain is not None
+            else train.images
+        )
         for k, plan in enumerate(plans):
             should_stop()
             member, attacker = members[k], attackers[k]
@@ -185,11 +221,13 @@ def train_members(teacher: nn.Module, plans: list[MemberPlan], s: LoopSettings, 
             query_order = torch.randperm(n, generator=generators[k])
             sums = {"util": 0.0, "ext": 0.0, "attacker": 0.0, "batches": 0}
             for b, idx in enumerate(iterate_batches(n, s.batch_size, generators[k])):
-                q_idx = query_order[b * s.batch_size:(b + 1) * s.batch_size]
+                q_idx = query_order[b * s.batch_size : (b + 1) * s.batch_size]
                 x = inputs[idx].float().div_(255.0).to(device)
                 y = train.labels[idx].to(device)
                 x_aug = queries[q_idx].float().div_(255.0).to(device)
-                a_loss = attacker_update(member, attacker, x_aug, s.a_iter, s.attacker_update, attacker_steps[k], device, amp)
+                a_loss = attacker_update(
+                    member, attacker, x_aug, s.a_iter, s.attacker_update, attacker_steps[k], device, amp
+                )
                 util, ext = member_update(member, attacker, teacher, x, y, x_aug, plan, member_steps[k], device, amp)
                 member_steps[k].sched.step()
                 attacker_steps[k].sched.step()
@@ -199,28 +237,43 @@ def train_members(teacher: nn.Module, plans: list[MemberPlan], s: LoopSettings, 
                 sums["batches"] += 1
             val_acc = accuracy(member, val, device)
             member.train()
-            record = {"epoch": epoch, "val_accuracy": val_acc,
-                      **{f"mean_{key}": sums[key] / max(1, sums["batches"]) for key in ("util", "ext", "attacker")}}
+            record = {
+                "epoch": epoch,
+                "val_accuracy": val_acc,
+                **{f"mean_{key}": sums[key] / max(1, sums["batches"]) for key in ("util", "ext", "attacker")},
+            }
             history[k].append(record)
             if val_acc >= best[k]["val_accuracy"]:
                 best[k] = {"val_accuracy": val_acc, "epoch": epoch, "state": copy.deepcopy(member.state_dict())}
-            progress(epoch * len(plans) + k + 1, s.epochs * len(plans),
-                     f"member {k + 1}/{len(plans)} ({plan.arch}) epoch {epoch + 1}/{s.epochs}: val {val_acc:.3f}")
-        log(f"misleader epoch {epoch + 1}/{s.epochs}: val " + ", ".join(f"{h[-1]['val_accuracy']:.3f}" for h in history))
+            progress(
+                epoch * len(plans) + k + 1,
+                s.epochs * len(plans),
+                f"member {k + 1}/{len(plans)} ({plan.arch}) epoch {epoch + 1}/{s.epochs}: val {val_acc:.3f}",
+            )
+        log(
+            f"misleader epoch {epoch + 1}/{s.epochs}: val " + ", ".join(f"{h[-1]['val_accuracy']:.3f}" for h in history)
+        )
     report_members = []
     for k, plan in enumerate(plans):
         final_attacker_agreement = _agreement(members[k], attackers[k], val, device)
         members[k].load_state_dict(best[k]["state"])
         members[k].eval()
         last = history[k][-1]
-        report_members.append({
-            "arch": plan.arch, "lambda": plan.lam, "T": plan.T, "alpha": plan.alpha,
-            "val_accuracy": best[k]["val_accuracy"], "best_epoch": best[k]["epoch"],
-            "final_mean_util": last["mean_util"], "final_mean_ext": last["mean_ext"],
-            "final_mean_attacker_loss": last["mean_attacker"],
-            "simulated_attacker_val_agreement": final_attacker_agreement,
-            "val_history": [round(h["val_accuracy"], 4) for h in history[k]],
-        })
+        report_members.append(
+            {
+                "arch": plan.arch,
+                "lambda": plan.lam,
+                "T": plan.T,
+                "alpha": plan.alpha,
+                "val_accuracy": best[k]["val_accuracy"],
+                "best_epoch": best[k]["epoch"],
+                "final_mean_util": last["mean_util"],
+                "final_mean_ext": last["mean_ext"],
+                "final_mean_attacker_loss": last["mean_attacker"],
+                "simulated_attacker_val_agreement": final_attacker_agreement,
+                "val_history": [round(h["val_accuracy"], 4) for h in history[k]],
+            }
+        )
     return members, {"train_seconds": time.perf_counter() - started, "members": report_members}
 
 
@@ -228,5 +281,9 @@ def _agreement(member: nn.Module, attacker: nn.Module, val: ImageSet, device: to
     """Top-1 agreement of the final simulated attacker with its (final) member on validation images."""
     from engines.training import predict_probs
 
-    return (predict_probs(member, val.images, device).argmax(1)
-            == predict_probs(attacker, val.images, device).argmax(1)).float().mean().item()
+    return (
+        (predict_probs(member, val.images, device).argmax(1) == predict_probs(attacker, val.images, device).argmax(1))
+        .float()
+        .mean()
+        .item()
+    )

@@ -5,11 +5,13 @@ A defender is built from the match's trained victim and the defender's own data 
 probability vectors through the oracle. The oracle turns them into soft/hard/top-k answers,
 so every defender has one output contract.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict

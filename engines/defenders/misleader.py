@@ -34,6 +34,7 @@ member), `misleader-homogeneous` (K copies of the first member's architecture an
 different initialisations), `misleader-noaug` (simulated-attacker queries are plain training
 images).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -52,11 +53,15 @@ TRAINER_VERSION = 1  # bump when a change in training changes the weights
 PRESETS: dict[str, dict] = {
     "mnist": {
         "members": [("lenet5", 1.0, 4.0, 0.3), ("lenet5_half", 1.0, 6.0, 0.9), ("lenet5_fifth", 1.0, 4.0, 0.3)],
-        "epochs": 15, "batch_size": 128, "train_augment": False,
+        "epochs": 15,
+        "batch_size": 128,
+        "train_augment": False,
     },
     "cifar": {
         "members": [("resnet18_8x", 0.001, 6.0, 0.3), ("mobilenetv2", 0.05, 4.0, 0.9), ("densenet121", 0.01, 2.0, 0.3)],
-        "epochs": 40, "batch_size": 256, "train_augment": True,
+        "epochs": 40,
+        "batch_size": 256,
+        "train_augment": True,
     },
 }
 
@@ -119,8 +124,10 @@ class Misleader(Defender):
             plans = [MemberPlan(*m) for m in preset["members"]]
         if p.k is not None:
             if p.k > len(plans) and not p.homogeneous:
-                raise ArenaError(f"misleader k={p.k} but the ensemble has {len(plans)} members; lower k "
-                                 "or pass homogeneous=true for copies of the first member")
+                raise ArenaError(
+                    f"misleader k={p.k} but the ensemble has {len(plans)} members; lower k "
+                    "or pass homogeneous=true for copies of the first member"
+                )
         count = p.k if p.k is not None else len(plans)
         if p.homogeneous:
             plans = [plans[0]] * count
@@ -128,11 +135,18 @@ class Misleader(Defender):
         if p.lam is not None:
             plans = [MemberPlan(m.arch, p.lam, m.T, m.alpha) for m in plans]
         loop = LoopSettings(
-            epochs=p.epochs or preset["epochs"], batch_size=p.batch_size or preset["batch_size"],
-            a_iter=p.a_iter, attacker_update=p.attacker_update, augment=p.augment,
+            epochs=p.epochs or preset["epochs"],
+            batch_size=p.batch_size or preset["batch_size"],
+            a_iter=p.a_iter,
+            attacker_update=p.attacker_update,
+            augment=p.augment,
             train_augment=preset["train_augment"] if p.train_augment is None else p.train_augment,
-            lr_member=p.lr_member, lr_attacker=p.lr_attacker, momentum=p.momentum,
-            weight_decay=p.weight_decay, clip=p.clip, amp=p.amp and self.ctx.device.type == "cuda",
+            lr_member=p.lr_member,
+            lr_attacker=p.lr_attacker,
+            momentum=p.momentum,
+            weight_decay=p.weight_decay,
+            clip=p.clip,
+            amp=p.amp and self.ctx.device.type == "cuda",
         )
         return plans, loop
 
@@ -159,11 +173,24 @@ class Misleader(Defender):
             ctx.log(f"training {len(plans)} MISLEADER member(s): " + ", ".join(m.arch for m in plans))
             with torch.inference_mode(False), torch.enable_grad():
                 members, report = train_members(
-                    ctx.victim, plans, loop, train, splits.defender_val, splits.channels, splits.num_classes,
-                    splits.mean, splits.std, ctx.device, ctx.seed,
-                    progress=ctx.progress, log=ctx.log, should_stop=ctx.should_stop)
-            tensors = {f"m{k}.{name}": value for k, member in enumerate(members)
-                       for name, value in member.state_dict().items()}
+                    ctx.victim,
+                    plans,
+                    loop,
+                    train,
+                    splits.defender_val,
+                    splits.channels,
+                    splits.num_classes,
+                    splits.mean,
+                    splits.std,
+                    ctx.device,
+                    ctx.seed,
+                    progress=ctx.progress,
+                    log=ctx.log,
+                    should_stop=ctx.should_stop,
+                )
+            tensors = {
+                f"m{k}.{name}": value for k, member in enumerate(members) for name, value in member.state_dict().items()
+            }
             return tensors, report
 
         tensors, report, reused = ctx.store.get_or_build("defender", self.artifact_spec(plans, loop), build)
@@ -171,7 +198,9 @@ class Misleader(Defender):
         for k, plan in enumerate(plans):
             model = build_model(plan.arch, splits.channels, splits.num_classes, splits.mean, splits.std)
             prefix = f"m{k}."
-            model.load_state_dict({name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)})
+            model.load_state_dict(
+                {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+            )
             members.append(model)
         self.server = EnsembleServer(members, [m.arch for m in plans], ctx.device, self.params.fuse)
         if reused:

@@ -1,4 +1,5 @@
 """`undefended`: the victim's own softmax, the reference every defence is compared with."""
+
 import torch
 
 from engines.defenders.base import DEFENDERS, Defender

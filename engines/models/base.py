@@ -1,8 +1,9 @@
 """Model registry and the shared normalisation layer."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,7 +42,9 @@ class Classifier(nn.Sequential):
     """Normalize -> body. Kept as a Sequential so state-dict keys are stable (0.*, 1.*)."""
 
 
-def build_model(name: str, in_channels: int, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Module:
+def build_model(
+    name: str, in_channels: int, num_classes: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> nn.Module:
     info = MODELS.get(name)
     return Classifier(Normalize(mean, std), info.builder(in_channels, num_classes))
 

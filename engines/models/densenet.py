@@ -1,4 +1,5 @@
 """DenseNet-121, CIFAR variant: growth rate 32, blocks 6-12-24-16, 3x3 stem, compression 0.5."""
+
 import math
 
 import torch

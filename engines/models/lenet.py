@@ -2,6 +2,7 @@
 
 Widths (conv1-conv2-fc1-fc2): lenet5 6-16-120-84, lenet5_half 3-8-60-42, lenet5_fifth 4-10-30-30.
 """
+
 from torch import nn
 
 from engines.models.base import register_model
@@ -12,13 +13,19 @@ class LeNet5(nn.Module):
         super().__init__()
         c1, c2, f1, f2 = widths
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c2 * 5 * 5, f1), nn.ReLU(inplace=True),
-            nn.Linear(f1, f2), nn.ReLU(inplace=True),
+            nn.Linear(c2 * 5 * 5, f1),
+            nn.ReLU(inplace=True),
+            nn.Linear(f1, f2),
+            nn.ReLU(inplace=True),
             nn.Linear(f2, num_classes),
         )
 

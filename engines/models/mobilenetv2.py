@@ -1,4 +1,5 @@
 """MobileNetV2, CIFAR variant: stride-1 stem and first reduction stage kept at full size."""
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -14,9 +15,14 @@ class InvertedResidual(nn.Module):
         hidden = expansion * in_planes
         self.use_residual = stride == 1 and in_planes == out_planes
         self.block = nn.Sequential(
-            nn.Conv2d(in_planes, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes),
+            nn.Conv2d(in_planes, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, out_planes, 1, bias=False),
+            nn.BatchNorm2d(out_planes),
         )
         self.project = None
         if stride == 1 and in_planes != out_planes:  # keep a residual path where shapes allow
@@ -34,7 +40,9 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True)
+        )
         layers, in_planes = [], 32
         for expansion, out_planes, repeats, stride in _CFG:
             for i in range(repeats):

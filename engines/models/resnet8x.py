@@ -3,6 +3,7 @@
 3x3 stem without max-pooling, four stages of BasicBlocks (64-128-256-512), global average
 pooling; works for 32x32 inputs.
 """
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -31,7 +32,9 @@ class BasicBlock(nn.Module):
 class ResNet8x(nn.Module):
     def __init__(self, blocks: list[int], in_channels: int, num_classes: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
         layers, in_planes = [], 64
         for i, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks)):
             for j in range(count):
