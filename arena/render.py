@@ -17,6 +17,13 @@ PERCENT_COLUMNS = {
     "best_clone_accuracy",
     "fidelity_served",
     "fidelity_victim",
+    "worst_clone_accuracy",
+    "worst_clone_ci_low",
+    "worst_clone_ci_high",
+    "worst_fidelity",
+    "served_accuracy",
+    "utility_cost",
+    "utility_cost_ci_high",
 }
 HEADERS = {
     "rank": "#",
@@ -38,6 +45,14 @@ HEADERS = {
     "queries_used": "queries",
     "serving_seconds_per_query": "us/query",
     "wall_seconds": "time s",
+    "worst_attack": "worst attack",
+    "worst_clone_accuracy": "worst clone",
+    "worst_clone_ci_low": "ci low",
+    "worst_clone_ci_high": "ci high",
+    "worst_fidelity": "worst fid",
+    "served_accuracy": "served",
+    "utility_cost": "utility cost",
+    "utility_cost_ci_high": "cost ci high",
 }
 
 

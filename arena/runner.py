@@ -192,6 +192,7 @@ def run_match(
     poll_seconds: float = 1.0,
 ) -> str:
     """Play a queued match; returns its final status (done, failed, cancelled)."""
+    from arena.facts import match_facts
     from arena.provenance import provenance
     from engines.devices import resolve_device
     from engines.match import play_match
@@ -248,6 +249,7 @@ def run_match(
         "victim": summary["victim"],
         "defender": summary["defender"],
         "attack_seconds": summary["attack_seconds"],
+        "facts": match_facts(spec),
     }
     queries.update_match(
         engine,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -73,8 +75,18 @@ class MatchSpec(BaseModel):
             }
         )
 
+    def identity(self) -> str:
+        """The match's identity: a hash of the resolved spec (what `arena tournament` resumes by)."""
+        return spec_identity(self.model_dump(mode="json"))
+
     def label(self) -> str:
         return f"{self.defender} vs {self.attacker} ({self.label_mode}) on {self.dataset}, seed {self.seed}"
+
+
+def spec_identity(config: dict) -> str:
+    """SHA-256 (hex, 24 chars) of a resolved spec's canonical JSON: equal specs, equal identity."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
 def _validate_params(model: type[BaseModel], values: dict, owner: str) -> dict:

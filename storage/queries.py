@@ -95,6 +95,14 @@ def get_match(engine: Engine, match_id: int) -> Match | None:
         return session.get(Match, match_id)
 
 
+def statuses(engine: Engine, match_ids: list[int]) -> dict[int, str]:
+    """id -> status for the given matches, in one query."""
+    if not match_ids:
+        return {}
+    with Session(engine) as session:
+        return dict(session.exec(select(Match.id, Match.status).where(Match.id.in_(match_ids))).all())
+
+
 def list_matches(engine: Engine, limit: int = 200) -> list[Match]:
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(select(Match).order_by(Match.id.desc()).limit(limit)).all())

@@ -70,6 +70,7 @@ class _PoolKnockoff(Attacker):
     default_budget = 1200
     Params = KnockoffParams
     bound_by_pool = True
+    base_attack = "knockoff"  # each variant adapts KnockoffNets to a defence
 
     def query_images(self, ctx: AttackContext, count: int) -> torch.Tensor:
         """The uint8 images this attacker will ask about, in order."""

@@ -88,6 +88,9 @@ class Attacker(ABC):
     # True for attackers that query pool images without replacement: the budget cannot
     # exceed the pool.
     bound_by_pool: ClassVar[bool] = False
+    # For a defence-aware variant: the attack it adapts (the leaderboard flags a defence whose
+    # perturbation this variant undoes, i.e. where it beats its base attack).
+    base_attack: ClassVar[str | None] = None
     Params: ClassVar[type[AttackerParams]] = AttackerParams
 
     def __init__(self, params: AttackerParams):

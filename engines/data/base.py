@@ -72,6 +72,7 @@ class DataSource:
     name: str = ""
     description: str = ""
     family: str = "mnist"  # "mnist" (1x32x32) or "cifar" (3x32x32): picks default models
+    num_classes: int = 10
     offline: bool = False  # True when it needs no files (embedded)
 
     def load(self, data_root: str, download: bool, cache_root: str) -> DatasetSplits:

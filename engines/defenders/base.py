@@ -45,6 +45,9 @@ class Defender(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    # The clean-accuracy drop the defence's paper promises at most (None: no promise). The
+    # leaderboard flags a defence whose served accuracy falls further below the victim's.
+    utility_tolerance: ClassVar[float | None] = None
 
     def __init__(self, params: BaseModel, ctx: DefenderContext):
         self.params = params

@@ -109,6 +109,7 @@ class MisleaderParams(BaseModel):
 @DEFENDERS.register("misleader")
 class Misleader(Defender):
     description = "MISLEADER: ensemble of students distilled from the victim against simulated attackers"
+    utility_tolerance = 0.015  # the 1.5-point clean-accuracy target (docs/results.md)
     Params = MisleaderParams
 
     def plan(self) -> tuple[list[MemberPlan], LoopSettings]:
