@@ -521,7 +521,7 @@ def export(
     db: str | None = DbOption,
 ) -> None:
     """Every match (with its spec, provenance and details) or every checkpoint, as JSON or CSV."""
-    from arena.render import to_csv, to_json
+    from arena.render import to_csv
     from storage import open_database
     from storage.export import CHECKPOINT_COLUMNS, MATCH_COLUMNS, export_checkpoints, export_matches
 
@@ -537,7 +537,10 @@ def export(
         rows, columns = export_matches(engine, wanted, nested=output_format == OutputFormat.json), MATCH_COLUMNS
     else:
         rows, columns = export_checkpoints(engine, wanted), CHECKPOINT_COLUMNS
-    text = to_json(rows) if output_format == OutputFormat.json else to_csv(rows, list(columns))
+    # nested rows (checkpoints inside matches) hold datetimes too: ISO strings via str()
+    text = (
+        json.dumps(rows, indent=2, default=str) if output_format == OutputFormat.json else to_csv(rows, list(columns))
+    )
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
