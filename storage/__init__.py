@@ -1,11 +1,10 @@
 """SQLModel tables, the engine factory and the queries behind the leaderboard."""
 
-from storage.engine import DEFAULT_DB_URL, SCHEMA_VERSION, open_database, resolve_db_url
+from storage.engine import DEFAULT_DB_URL, open_database, resolve_db_url
 from storage.tables import Checkpoint, Match, MatchEvent, SchemaInfo
 
 __all__ = [
     "DEFAULT_DB_URL",
-    "SCHEMA_VERSION",
     "open_database",
     "resolve_db_url",
     "Checkpoint",

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine
 
 from engines.errors import ArenaError
-from storage.tables import SchemaInfo
 
-SCHEMA_VERSION = 1
 DEFAULT_DB_URL = "sqlite:///arena.db"
 
 
@@ -80,25 +78,9 @@ def open_database(url: str | None = None, write: bool = True, create: bool = Tru
 
 
 def _check_schema(engine: Engine, create: bool) -> None:
-    tables = set(inspect(engine).get_table_names())
-    if "schema_info" not in tables:
-        if tables - set(SQLModel.metadata.tables):
-            raise ArenaError("the database holds tables that are not an arena leaderboard; pass another --db")
-        if not create:
-            raise ArenaError("the database is empty; play a match first (`arena run`)")
-        SQLModel.metadata.create_all(engine)
-        with Session(engine) as session:
-            session.add(SchemaInfo(id=1, version=SCHEMA_VERSION))
-            session.commit()
-        return
-    with Session(engine) as session:
-        info = session.exec(select(SchemaInfo)).first()
-    found = info.version if info else None
-    if found != SCHEMA_VERSION:
-        raise ArenaError(
-            f"database schema version {found} does not match this arena's {SCHEMA_VERSION}; "
-            "use a new --db file (or migrate the old one)"
-        )
+    from storage.migrate import prepare_schema
+
+    prepare_schema(engine, create)
 
 
 def session(engine: Engine) -> Session:

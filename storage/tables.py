@@ -1,4 +1,5 @@
-"""The leaderboard schema. Bump storage.engine.SCHEMA_VERSION on any change here."""
+"""The leaderboard schema. Any change here comes with a new Alembic revision in
+storage/migrations/versions/ (tests/test_migrations.py checks that they agree)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SchemaInfo(SQLModel, table=True):
+class SchemaInfo(SQLModel, table=True):  # kept: databases from before Alembic carry their version here
     __tablename__ = "schema_info"
     id: int = Field(default=1, primary_key=True)
     version: int

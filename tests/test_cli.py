@@ -130,19 +130,6 @@ def test_unreachable_database(cli, tmp_path, tiny_config):
     assert result.exit_code == 2 and result.stderr.startswith("error: cannot")
 
 
-def test_schema_version_mismatch_is_refused(cli, tmp_path, tiny_config):
-    from storage import open_database
-
-    db = tmp_path / "old.db"
-    open_database(str(db)).dispose()
-    con = sqlite3.connect(db)
-    con.execute("UPDATE schema_info SET version = 999")
-    con.commit()
-    con.close()
-    result = cli("leaderboard", "--db", db)
-    assert result.exit_code == 2 and "schema version 999" in result.stderr
-
-
 def test_enqueue_then_worker(cli, tmp_path, tiny_config, cache_dir):
     db = tmp_path / "q.db"
     queued = cli("run", "-a", "knockoff", "--config", tiny_config, "--device", "cpu", "--db", db, "--enqueue")
