@@ -234,6 +234,9 @@ def claim_oldest_queued(engine: Engine) -> int | None:
             .where(Match.status == "queued", Match.cancel_requested == False)  # noqa: E712
             .order_by(Match.id)
             .limit(1)
+            # PostgreSQL: concurrent claimers skip a row another one has locked instead of
+            # waiting for it (SQLite has no row locks; BEGIN IMMEDIATE serialises claims there).
+            .with_for_update(skip_locked=True)
         ).first()
         if match is None:
             return None

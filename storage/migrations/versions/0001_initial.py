@@ -27,9 +27,9 @@ def upgrade() -> None:
         sa.Column("seed", sa.Integer(), nullable=False),
         sa.Column("device", sa.String(), nullable=False),
         *(sa.Column(name, sa.String(), nullable=False) for name in ("config_json", "provenance_json", "details_json")),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("started_at", sa.DateTime(), nullable=True),
-        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("phase", sa.String(), nullable=False),
         sa.Column("progress_done", sa.Integer(), nullable=False),
         sa.Column("progress_total", sa.Integer(), nullable=False),
@@ -55,14 +55,14 @@ def upgrade() -> None:
         *(sa.Column(name, sa.Float(), nullable=False) for name in (
             "clone_accuracy", "best_clone_accuracy", "fidelity_served", "fidelity_victim", "wall_seconds",
             "serving_seconds")),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )  # fmt: skip
     op.create_index("ix_checkpoints_match_id", "checkpoints", ["match_id"])
     op.create_table(
         "match_events",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("match_id", sa.Integer(), sa.ForeignKey("matches.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("message", sa.String(), nullable=False),
     )
