@@ -45,6 +45,10 @@ class Defender(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    # Tiny Params values for tests/test_registry_walk.py ({} when the defaults are already
+    # cheap). Deliberately no default: a registered defender that does not declare them
+    # fails that test by name, so no entry passes untested.
+    smoke_params: ClassVar[dict]
 
     def __init__(self, params: BaseModel, ctx: DefenderContext):
         self.params = params

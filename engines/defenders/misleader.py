@@ -110,6 +110,7 @@ class MisleaderParams(BaseModel):
 class Misleader(Defender):
     description = "MISLEADER: ensemble of students distilled from the victim against simulated attackers"
     Params = MisleaderParams
+    smoke_params = {"epochs": 2, "batch_size": 32, "train_limit": 96}  # the ablations inherit it
 
     def plan(self) -> tuple[list[MemberPlan], LoopSettings]:
         """Resolve the preset and the overrides into member plans and loop settings."""
