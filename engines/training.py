@@ -202,7 +202,10 @@ def fit(
     `Validation`), the best epoch's weights are kept, and training stops early after
     `val.patience` epochs without improvement. `optimizer` (with `scheduler`, if any)
     continues an optimizer the caller keeps across calls (momentum, an outer schedule);
-    otherwise both are built from `cfg` over this call's steps. Returns a small report.
+    otherwise both are built from `cfg` over this call's steps.
+
+    Returns a small report: epochs run, the best validation score (`best_val_accuracy` or
+    `best_val_agreement`, after `val.metric`) and its epoch, training seconds.
     """
     validation = Validation(val.images, val.labels) if isinstance(val, ImageSet) else val
     model.to(device).train()

@@ -95,7 +95,7 @@ class KnockoffRandom(Attacker):
                 knockoff_train_config(p),
                 arch=p.clone_arch,
                 min_steps=p.min_steps,
-                loss_fn=type(self).loss_fn,
+                loss_fn=self.loss_fn,
             )
             ctx.checkpoint_if_due(clone, bought)
         return clone
