@@ -22,6 +22,7 @@ from arena.tui.leaderboard import LeaderboardScreen
 from arena.tui.live import LiveScreen, estimate_eta
 from arena.tui.new_match import NewMatchScreen
 from arena.tui.widgets import CurvePlot
+from engines.records import CheckpointRow
 from engines.spec import MatchSpec
 from storage import open_database, queries
 
@@ -51,15 +52,15 @@ def _checkpoint(engine, match_id, index, queries_used, clone, fidelity):
         engine,
         match_id,
         index,
-        {
-            "queries_used": queries_used,
-            "clone_accuracy": clone,
-            "best_clone_accuracy": clone,
-            "fidelity_served": fidelity,
-            "fidelity_victim": fidelity,
-            "wall_seconds": 1.0 + index,
-            "serving_seconds": 0.01,
-        },
+        CheckpointRow(
+            queries_used=queries_used,
+            clone_accuracy=clone,
+            best_clone_accuracy=clone,
+            fidelity_served=fidelity,
+            fidelity_victim=fidelity,
+            wall_seconds=1.0 + index,
+            serving_seconds=0.01,
+        ),
     )
 
 
