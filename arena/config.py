@@ -64,7 +64,7 @@ def _validated(fields: dict) -> MatchSpec:
         where = ".".join(str(p) for p in first["loc"]) or "config"
         if first["type"] == "extra_forbidden":
             raise ArenaError(
-                f"unknown key {where!r} in match config; see `arena run --help` for the fields", field=where
+                f"unknown key {where!r} in match config; see `arena run --help` for the fields", field="config"
             ) from None
         raise ArenaError(f"bad value for {where!r}: {first['msg']}", field=where) from None
     return spec.resolve()
@@ -76,10 +76,10 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
     grid = base.pop("grid", {}) or {}
     matches = base.pop("matches", None)
     if not isinstance(grid, dict):
-        raise ArenaError("[grid] must be a table of field = [values]", field="grid")
+        raise ArenaError("[grid] must be a table of field = [values]", field="config")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ArenaError(f"[grid] {key} must be a non-empty list", field=key)
+            raise ArenaError(f"[grid] {key} must be a non-empty list", field="config")
     base.update({k: v for k, v in cli_fields.items() if v is not None})
     axes = {k: v for k, v in grid.items()}
     axes.update({k: v for k, v in cli_axes.items() if v is not None})
@@ -92,7 +92,7 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
         matches = [{"defender": d, **attack} for d in DEFAULT_DEFENDERS for attack in DEFAULT_ATTACKS]
     entries = matches if matches is not None else [{}]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ArenaError("[[matches]] must be a list of tables", field="matches")
+        raise ArenaError("[[matches]] must be a list of tables", field="config")
 
     specs: list[MatchSpec] = []
     names = list(axes)
