@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import DataTable, Input, Select, Static
 
 from arena.tui import catalog as catalog_module
+from arena.tui import new_match
 from arena.tui.app import ArenaApp
 from arena.tui.catalog import Catalog
 from arena.tui.detail import DetailScreen, flatten
@@ -243,7 +244,7 @@ def test_cancel_key_requests_cancellation_of_a_queued_match(db, catalog, tmp_pat
 
 
 # -- the new-match form -------------------------------------------------------------------------
-def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
+def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path, monkeypatch):
     path, _ = db
 
     async def scenario():
@@ -286,6 +287,16 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
             assert screen.read_form() == MatchForm(
                 "undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "3", "auto"
             )
+            # a refusal by `arena run --enqueue --format json` is shown under the field it names
+            for spec_field, shown_under in (("pool", "pool"), ("attacker_params.epochs", "attacker")):
+                reply = json.dumps({"error": {"field": spec_field, "message": f"{spec_field} refused"}})
+                monkeypatch.setattr(new_match, "enqueue", lambda form, settings, r=reply: read_reply(2, r, ""))
+                await pilot.press("ctrl+s")
+                error = screen.query_one(f"#err-{shown_under}", Static)
+                await until(pilot, lambda: error.display and not screen.starting)  # noqa: B023
+                assert str(error.render()) == f"{spec_field} refused" and isinstance(app.screen, NewMatchScreen)
+                assert screen.query_one(f"#in-{shown_under}").has_focus
+                assert not screen.query_one("#err-form", Static).display
             await pilot.press("escape")
             assert isinstance(app.screen, LeaderboardScreen)
 
