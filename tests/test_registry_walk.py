@@ -26,11 +26,6 @@ def smoke_settings(kind: str, name: str, cls: type, settings: tuple[str, ...]) -
     return {s: getattr(cls, s) for s in settings}
 
 
-def field(record, key: str):
-    """A value of a checkpoint row or match summary, whether a dict or a typed record."""
-    return record[key] if isinstance(record, dict) else getattr(record, key)
-
-
 class Rows(MatchObserver):
     def __init__(self):
         self.rows = []
@@ -47,12 +42,12 @@ def play(cache_dir: str, **fields):
 
 
 def assert_sound_match(summary, rows, budget: int) -> None:
-    assert field(summary, "queries_used") == budget
-    assert rows and field(rows[-1], "queries_used") == budget
+    assert summary.queries_used == budget
+    assert rows and rows[-1].queries_used == budget
     for row in rows:
-        for key in ("clone_accuracy", "fidelity_served", "fidelity_victim"):
-            assert 0.0 <= field(row, key) <= 1.0, (key, field(row, key))
-    served = field(summary, "defender_accuracy")
+        for value in (row.clone_accuracy, row.fidelity_served, row.fidelity_victim):
+            assert 0.0 <= value <= 1.0, row
+    served = summary.defender.clean_accuracy
     assert isinstance(served, float) and 0.0 <= served <= 1.0
 
 
