@@ -15,6 +15,7 @@ from enum import StrEnum
 import typer
 
 from engines.errors import ArenaError
+from engines.records import CHECKPOINT_FIELDS
 
 
 class _ArenaTyper(typer.Typer):
@@ -29,7 +30,10 @@ class _ArenaTyper(typer.Typer):
                 try:
                     return func(*a, **k)
                 except ArenaError as exc:
-                    _err(str(exc))
+                    message = " ".join(str(exc).split())
+                    _err(message)
+                    if k.get("output_format") == OutputFormat.json:  # a front end reads it from stdout
+                        typer.echo(json.dumps({"error": {"field": exc.field, "message": message}}))
                     raise typer.Exit(2) from None
 
             return register(wrapper)
@@ -90,6 +94,8 @@ RESULT_COLUMNS = [
     "serving_seconds_per_query",
     "wall_seconds",
 ]
+# A checkpoint's table: the CheckpointRow's fields after its index (serving time is in the summary).
+CHECKPOINT_COLUMNS = ["index", *(name for name in CHECKPOINT_FIELDS if name != "serving_seconds")]
 RESULT_TABLE_COLUMNS = [
     "id",
     "defender",
@@ -154,6 +160,8 @@ def run(
     engine = open_database(db)
     batch_id, ids = runner.enqueue(engine, specs)
     if enqueue:
+        if output_format == OutputFormat.json:
+            typer.echo(json.dumps({"batch_id": batch_id, "match_ids": ids}))
         typer.echo(
             f"queued {len(ids)} match(es) {ids[0]}..{ids[-1]} (batch {batch_id}); run `arena worker` to play them",
             err=True,
@@ -261,7 +269,7 @@ def leaderboard(
     from storage.queries import leaderboard as query
 
     if label is not None and label not in ("soft", "hard", "topk"):
-        raise ArenaError(f"unknown label mode {label!r}; use soft, hard or topk")
+        raise ArenaError(f"unknown label mode {label!r}; use soft, hard or topk", field="label_mode")
     if by not in ("match", "defence", "defense"):
         raise ArenaError(f"unknown --by {by!r}; use match or defence", field="by")
     engine = open_database(db, write=False, create=False)
@@ -279,7 +287,7 @@ def leaderboard(
         ),
     )
     columns = LEADERBOARD_TABLE_COLUMNS if output_format == OutputFormat.table else LEADERBOARD_COLUMNS
-    emit(rows, list(columns), output_format.value, title="leaderboard (rank 1 = best defence)")
+    emit([r.as_dict() for r in rows], list(columns), output_format.value, title="leaderboard (rank 1 = best defence)")
 
 
 def _defence_leaderboard(engine, dataset: str | None, output_format: OutputFormat) -> None:
@@ -307,26 +315,12 @@ def show(
         raise ArenaError(f"no match {match_id} in this database; see `arena leaderboard --status all`")
     points = queries.checkpoints(engine, match_id)
     if output_format != OutputFormat.table:
-        record = match.model_dump()
-        for key in ("config_json", "provenance_json", "details_json"):
-            record[key.removesuffix("_json")] = json.loads(record.pop(key))
-        record["checkpoints"] = [p.model_dump(exclude={"id", "match_id"}) for p in points]
+        record = match.as_dict()
+        record["checkpoints"] = [p.as_dict() for p in points]
         if output_format == OutputFormat.json:
             print(json.dumps(record, indent=2, default=str))
         else:
-            emit(
-                [p.model_dump() for p in points],
-                [
-                    "index",
-                    "queries_used",
-                    "clone_accuracy",
-                    "best_clone_accuracy",
-                    "fidelity_served",
-                    "fidelity_victim",
-                    "wall_seconds",
-                ],
-                "csv",
-            )
+            emit([p.as_dict() for p in points], CHECKPOINT_COLUMNS, "csv")
         return
     from arena.render import stdout_console
 
@@ -335,21 +329,7 @@ def show(
     console.print(table([summary], RESULT_TABLE_COLUMNS, title=f"match {match_id}"))
     if match.error:
         console.print(f"[red]error:[/] {match.error}")
-    console.print(
-        table(
-            [p.model_dump() for p in points],
-            [
-                "index",
-                "queries_used",
-                "clone_accuracy",
-                "best_clone_accuracy",
-                "fidelity_served",
-                "fidelity_victim",
-                "wall_seconds",
-            ],
-            title="checkpoints",
-        )
-    )
+    console.print(table([p.as_dict() for p in points], CHECKPOINT_COLUMNS, title="checkpoints"))
     if points:
         xs = [p.queries_used for p in points]
         chart = curve_chart(
@@ -364,9 +344,8 @@ def show(
         )
         sys.stdout.write(chart + "\n")
         sys.stdout.flush()
-    config = json.loads(match.config_json)
-    console.print(f"[bold]config[/] {json.dumps(config, sort_keys=True)}", highlight=False)
-    console.print(f"[bold]provenance[/] {match.provenance_json}", highlight=False)
+    console.print(f"[bold]config[/] {json.dumps(match.config, sort_keys=True)}", highlight=False)
+    console.print(f"[bold]provenance[/] {json.dumps(match.provenance)}", highlight=False)
 
 
 @app.command("list")

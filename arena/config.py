@@ -35,25 +35,25 @@ def parse_axis(name: str, raw: str | None) -> list | None:
         return None
     values = [part.strip() for part in str(raw).split(",") if part.strip()]
     if not values:
-        raise ArenaError(f"--{name.replace('_', '-')} needs a value")
+        raise ArenaError(f"--{name.replace('_', '-')} needs a value", field=name)
     if name in _INT_AXES:
         try:
             return [int(v) for v in values]
         except ValueError:
-            raise ArenaError(f"--{name.replace('_', '-')} takes whole numbers, got {raw!r}") from None
+            raise ArenaError(f"--{name.replace('_', '-')} takes whole numbers, got {raw!r}", field=name) from None
     return values
 
 
 def load_toml(path: str) -> dict:
     file = Path(path)
     if not file.is_file():
-        raise ArenaError(f"config file {path!r} not found; pass an existing --config FILE.toml")
+        raise ArenaError(f"config file {path!r} not found; pass an existing --config FILE.toml", field="config")
     try:
         return tomllib.loads(file.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ArenaError(f"malformed TOML in {path}: {exc}; fix the file") from None
+        raise ArenaError(f"malformed TOML in {path}: {exc}; fix the file", field="config") from None
     except UnicodeDecodeError:
-        raise ArenaError(f"{path} is not a text TOML file") from None
+        raise ArenaError(f"{path} is not a text TOML file", field="config") from None
 
 
 def _validated(fields: dict) -> MatchSpec:
@@ -63,8 +63,10 @@ def _validated(fields: dict) -> MatchSpec:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         if first["type"] == "extra_forbidden":
-            raise ArenaError(f"unknown key {where!r} in match config; see `arena run --help` for the fields") from None
-        raise ArenaError(f"bad value for {where!r}: {first['msg']}") from None
+            raise ArenaError(
+                f"unknown key {where!r} in match config; see `arena run --help` for the fields", field="config"
+            ) from None
+        raise ArenaError(f"bad value for {where!r}: {first['msg']}", field=where) from None
     return spec.resolve()
 
 
@@ -74,10 +76,10 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
     grid = base.pop("grid", {}) or {}
     matches = base.pop("matches", None)
     if not isinstance(grid, dict):
-        raise ArenaError("[grid] must be a table of field = [values]")
+        raise ArenaError("[grid] must be a table of field = [values]", field="config")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ArenaError(f"[grid] {key} must be a non-empty list")
+            raise ArenaError(f"[grid] {key} must be a non-empty list", field="config")
     base.update({k: v for k, v in cli_fields.items() if v is not None})
     axes = {k: v for k, v in grid.items()}
     axes.update({k: v for k, v in cli_axes.items() if v is not None})
@@ -90,7 +92,7 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
         matches = [{"defender": d, **attack} for d in DEFAULT_DEFENDERS for attack in DEFAULT_ATTACKS]
     entries = matches if matches is not None else [{}]
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ArenaError("[[matches]] must be a list of tables")
+        raise ArenaError("[[matches]] must be a list of tables", field="config")
 
     specs: list[MatchSpec] = []
     names = list(axes)

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engines.match import MatchObserver
+from engines.records import CheckpointRow
 
 
 class RichProgress(MatchObserver):
@@ -43,8 +44,8 @@ class RichProgress(MatchObserver):
     def log(self, message: str) -> None:
         self.console.print(f"[dim]{self.title}[/] {message}")
 
-    def checkpoint(self, row: dict) -> None:
+    def checkpoint(self, row: CheckpointRow) -> None:
         self.console.print(
-            f"[dim]{self.title}[/] {row['queries_used']:>8} queries  clone acc {100 * row['clone_accuracy']:5.1f}%  "
-            f"fidelity {100 * row['fidelity_served']:5.1f}%"
+            f"[dim]{self.title}[/] {row.queries_used:>8} queries  clone acc {100 * row.clone_accuracy:5.1f}%  "
+            f"fidelity {100 * row.fidelity_served:5.1f}%"
         )

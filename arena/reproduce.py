@@ -9,7 +9,6 @@ which values differ.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 
@@ -33,10 +32,6 @@ class ReproduceReport:
         return self.differences == 0
 
 
-def _plain(row) -> dict:
-    return row if isinstance(row, dict) else {k: getattr(row, k) for k in _CHECKPOINT_FIELDS}
-
-
 def reproduce_match(engine, match_id: int, env, reuse_cache: bool = False) -> ReproduceReport:
     import torch
 
@@ -50,30 +45,28 @@ def reproduce_match(engine, match_id: int, env, reuse_cache: bool = False) -> Re
         raise ArenaError(f"no match {match_id} in this database; see `arena leaderboard --status all`")
     if match.status != "done":
         raise ArenaError(f"match {match_id} is {match.status}; only a done match can be reproduced")
-    spec = MatchSpec.model_validate_json(match.config_json)
-    stored_provenance = json.loads(match.provenance_json or "{}")
-    threads = stored_provenance.get("cpu_threads")
+    spec = MatchSpec.model_validate(match.config)
+    threads = match.provenance.get("cpu_threads")
     if threads:
         torch.set_num_threads(int(threads))  # summation order, hence the last digits, depends on it
     replayed: list[dict] = []
 
     class Collect(MatchObserver):
         def checkpoint(self, row) -> None:
-            replayed.append(_plain(row))
+            replayed.append(row)
 
     with tempfile.TemporaryDirectory(prefix="arena-reproduce-") as fresh:
         cache = env.cache_root if reuse_cache else fresh
         summary = play_match(spec, Collect(), MatchEnvironment(data_root=env.data_root, cache_root=cache))
-    summary = summary if isinstance(summary, dict) else summary.__dict__
     rows = [
-        _compare("victim_accuracy", match.victim_accuracy, summary["victim_accuracy"]),
-        _compare("defender_accuracy", match.defender_accuracy, summary["defender_accuracy"]),
+        _compare("victim_accuracy", match.victim_accuracy, summary.victim.test_accuracy),
+        _compare("defender_accuracy", match.defender_accuracy, summary.defender.clean_accuracy),
     ]
     stored_points = queries.checkpoints(engine, match_id)
     rows.append(_compare("checkpoints", len(stored_points), len(replayed)))
     for index, (stored, again) in enumerate(zip(stored_points, replayed)):
         for name in _CHECKPOINT_FIELDS:
-            rows.append(_compare(f"checkpoint {index} {name}", getattr(stored, name), again[name]))
+            rows.append(_compare(f"checkpoint {index} {name}", getattr(stored, name), getattr(again, name)))
     return ReproduceReport(rows=rows, threads=threads, device=str(resolve_device(spec.device)))
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from engines.errors import ArenaError, MatchCancelled
 from engines.match import MatchEnvironment, MatchObserver
+from engines.records import CheckpointRow, DefenderFacts, VictimFacts
 from engines.spec import MatchSpec
 from storage import queries
 from storage.tables import utcnow
@@ -36,13 +37,29 @@ def validate_batch(specs: list[MatchSpec], env: MatchEnvironment) -> None:
     loaded: dict[str, object] = {}
     for spec in specs:
         resolve_device(spec.device)
-        if spec.dataset not in loaded:
-            loaded[spec.dataset] = load_dataset(spec.dataset, env.data_root, env.cache_root, env.download)
+        with _about("dataset"):
+            if spec.dataset not in loaded:
+                loaded[spec.dataset] = load_dataset(spec.dataset, env.data_root, env.cache_root, env.download)
         splits = loaded[spec.dataset]
-        pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
+        with _about("pool"):
+            pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
         attacker_cls = ATTACKERS.get(spec.attacker)
         attacker = attacker_cls(attacker_cls.Params.model_validate(spec.attacker_params))
-        attacker.validate(spec.label_mode, spec.query_budget, len(pool))
+        with _about("label_mode"):  # with no queries asked, only the label mode can be refused
+            attacker_cls.check(spec.label_mode, 0, len(pool))
+        with _about("query_budget", keep=True):  # what is left: the budget against the attack's costs
+            attacker.validate(spec.label_mode, spec.query_budget, len(pool))
+
+
+@contextmanager
+def _about(field: str, keep: bool = False):
+    """An ArenaError raised inside is about `field` (unless `keep` and it names one already)."""
+    try:
+        yield
+    except ArenaError as exc:
+        if not (keep and exc.field):
+            exc.at(field)
+        raise
 
 
 def enqueue(engine: Engine, specs: list[MatchSpec]) -> tuple[str, list[int]]:
@@ -76,15 +93,10 @@ class DatabaseRecorder(MatchObserver):
     def log(self, message: str) -> None:
         queries.add_event(self.engine, self.match_id, "log", message)
 
-    def defender_ready(self, facts: dict) -> None:
-        queries.update_match(
-            self.engine,
-            self.match_id,
-            victim_accuracy=facts["victim_accuracy"],
-            defender_accuracy=facts["defender_accuracy"],
-        )
+    def defender_ready(self, victim: VictimFacts, defender: DefenderFacts) -> None:
+        queries.record_defender_ready(self.engine, self.match_id, victim, defender)
 
-    def checkpoint(self, row: dict) -> None:
+    def checkpoint(self, row: CheckpointRow) -> None:
         queries.add_checkpoint(self.engine, self.match_id, self._checkpoints, row)
         self._checkpoints += 1
 
@@ -115,9 +127,9 @@ class FanOut(MatchObserver):
         for o in self.observers:
             o.log(message)
 
-    def defender_ready(self, facts):
+    def defender_ready(self, victim, defender):
         for o in self.observers:
-            o.defender_ready(facts)
+            o.defender_ready(victim, defender)
 
     def checkpoint(self, row):
         for o in self.observers:
@@ -145,12 +157,10 @@ class JsonLinesObserver(MatchObserver):
         self._write("log", message=message)
 
     def checkpoint(self, row):
-        self._write("checkpoint", **row)
+        self._write("checkpoint", **row.as_dict())
 
-    def defender_ready(self, facts):
-        self._write(
-            "defender_ready", victim_accuracy=facts["victim_accuracy"], defender_accuracy=facts["defender_accuracy"]
-        )
+    def defender_ready(self, victim, defender):
+        self._write("defender_ready", victim_accuracy=victim.test_accuracy, defender_accuracy=defender.clean_accuracy)
 
 
 @contextmanager
@@ -202,7 +212,7 @@ def run_match(
         raise ArenaError(f"no match {match_id} in this database")
     if not claimed and not queries.start_match(engine, match_id):
         return queries.get_match(engine, match_id).status  # someone else runs (or ran) it
-    spec = MatchSpec.model_validate_json(match.config_json)
+    spec = MatchSpec.model_validate(match.config)
     device = str(resolve_device(spec.device))
     queries.update_match(
         engine,
@@ -244,27 +254,7 @@ def run_match(
         )
         queries.add_event(engine, match_id, "error", traceback.format_exc())
         return "failed"
-    details = {
-        "split": summary["split"],
-        "victim": summary["victim"],
-        "defender": summary["defender"],
-        "attack_seconds": summary["attack_seconds"],
-        "facts": match_facts(spec),
-    }
-    queries.update_match(
-        engine,
-        match_id,
-        status="done",
-        phase="done",
-        finished_at=utcnow(),
-        wall_seconds=time.perf_counter() - started,
-        details_json=json.dumps(details, default=str),
-        serving_seconds_per_query=summary["serving_seconds_per_query"],
-        queries_per_second=summary["queries_per_second"],
-        queries_used=summary["queries_used"],
-        victim_accuracy=summary["victim_accuracy"],
-        defender_accuracy=summary["defender_accuracy"],
-    )
+    queries.finish_match(engine, match_id, summary, wall_seconds=time.perf_counter() - started, facts=match_facts(spec))
     return "done"
 
 

@@ -14,7 +14,6 @@ record it anyway).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -127,7 +126,7 @@ class Bench:
         match = queries.get_match(self.engine, match_id)
         if status != "done":
             raise SystemExit(f"match {match_id} ({defender} vs {attacker}) {status}: {match.error}")
-        details = json.loads(match.details_json)
+        details = match.details
         row = {
             "id": match_id,
             "attacker": attacker,

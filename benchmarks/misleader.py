@@ -92,7 +92,7 @@ class MatchBook:
         key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:24]
         if key not in self.rows:
             started = time.perf_counter()
-            summary = play_match(spec, Quiet(), self.env)
+            summary = play_match(spec, Quiet(), self.env).as_dict()
             summary["match_seconds"] = time.perf_counter() - started
             summary.pop("split", None)
             self.rows[key] = summary

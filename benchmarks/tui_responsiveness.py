@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import platform
 import re
@@ -231,6 +232,8 @@ def main() -> None:
             "arena.cli",
             "run",
             "--enqueue",
+            "--format",
+            "json",
             "-a",
             "knockoff",
             "-b",
@@ -248,7 +251,7 @@ def main() -> None:
         cwd=ROOT,
         check=True,
     )
-    match_id = int(re.search(r"queued \d+ match\(es\) (\d+)", queued.stderr).group(1))
+    match_id = json.loads(queued.stdout)["match_ids"][0]
     # one finished (cancelled) match at the bottom of the leaderboard, to open its details
     subprocess.run(
         [python, "-m", "arena.cli", "cancel", str(match_id + 1), "--db", db], cwd=ROOT, check=True, capture_output=True

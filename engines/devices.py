@@ -13,7 +13,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 def validate_device_name(name: str) -> str:
     if not _DEVICE_RE.match(name):
-        raise ArenaError(f"unknown device {name!r}; use --device auto, cpu, cuda or cuda:N")
+        raise ArenaError(f"unknown device {name!r}; use --device auto, cpu, cuda or cuda:N", field="device")
     return name
 
 
@@ -25,11 +25,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ArenaError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu")
+        raise ArenaError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu", field="device")
     device = torch.device(name)
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ArenaError(
-            f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible); choose a smaller index"
+            f"device {name!r} does not exist ({torch.cuda.device_count()} GPU(s) visible); choose a smaller index",
+            field="device",
         )
     return device
 

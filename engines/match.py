@@ -14,11 +14,12 @@ import torch
 from engines.artifacts import ArtifactStore
 from engines.attackers import ATTACKERS, AttackContext
 from engines.data import DatasetSplits, load_dataset, load_pool
-from engines.defenders import DEFENDERS, DefenderContext
+from engines.defenders import DEFENDERS, Defender, DefenderContext
 from engines.devices import resolve_device
 from engines.metrics import CloneScorer
 from engines.models import build_model
 from engines.oracle import Oracle
+from engines.records import CheckpointRow, DefenderFacts, MatchSummary, VictimFacts
 from engines.spec import TRAINER_VERSION, MatchSpec, checkpoint_schedule
 from engines.training import fit, predict_probs, seed_everything
 
@@ -29,8 +30,8 @@ class MatchObserver:
     def phase(self, phase: str, detail: str = "") -> None: ...
     def progress(self, done: int, total: int, message: str) -> None: ...
     def log(self, message: str) -> None: ...
-    def defender_ready(self, facts: dict) -> None: ...
-    def checkpoint(self, row: dict) -> None: ...
+    def defender_ready(self, victim: VictimFacts, defender: DefenderFacts) -> None: ...
+    def checkpoint(self, row: CheckpointRow) -> None: ...
     def should_stop(self) -> None:
         """Raise engines.errors.MatchCancelled to stop the match."""
 
@@ -88,91 +89,64 @@ def load_victim(
     return model, key, {**report, "reused": reused}
 
 
-def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) -> dict:
-    """Play a resolved spec to the end and return its summary numbers."""
+def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) -> MatchSummary:
+    """Play a resolved spec to the end and return its summary."""
     device = resolve_device(spec.device)
     store = ArtifactStore(env.cache_root)
     observer.phase("loading data", spec.dataset)
     splits = load_dataset(spec.dataset, env.data_root, env.cache_root, env.download)
     pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
 
-    victim, key, victim_report = load_victim(spec, splits, store, device, observer)
-    victim_labels = predict_probs(victim, splits.test.images, device).argmax(1)
-    victim_accuracy = (victim_labels == splits.test.labels).float().mean().item()
-    observer.log(f"victim test accuracy {victim_accuracy:.4f}")
+    victim_model, key, victim_report = load_victim(spec, splits, store, device, observer)
+    victim_labels = predict_probs(victim_model, splits.test.images, device).argmax(1)
+    reused = victim_report.pop("reused")
+    victim = VictimFacts(
+        test_accuracy=(victim_labels == splits.test.labels).float().mean().item(), reused=reused, training=victim_report
+    )
+    observer.log(f"victim test accuracy {victim.test_accuracy:.4f}")
 
-    observer.phase("preparing defender", spec.defender)
-    defender_cls = DEFENDERS.get(spec.defender)
-    defender = defender_cls(
-        defender_cls.Params.model_validate(spec.defender_params),
-        DefenderContext(
-            victim=victim,
-            victim_key=key,
-            splits=splits,
-            device=device,
-            store=store,
-            seed=spec.seed,
-            progress=observer.progress,
-            log=observer.log,
-            should_stop=observer.should_stop,
-        ),
-    )
-    started = time.perf_counter()
-    defender_info = defender.prepare() or {}
-    defender_info.setdefault("prepare_seconds", time.perf_counter() - started)
-    with torch.inference_mode():
-        served = torch.cat(
-            [
-                defender.serve(splits.test.floats(slice(i, i + 1024)).to(device)).float().cpu()
-                for i in range(0, len(splits.test), 1024)
-            ]
-        )
-    served_labels = served.argmax(1)
-    defender_accuracy = (served_labels == splits.test.labels).float().mean().item()
-    observer.defender_ready(
-        {
-            "victim_accuracy": victim_accuracy,
-            "defender_accuracy": defender_accuracy,
-            "victim": victim_report,
-            "defender": defender_info,
-        }
-    )
-    observer.log(f"defender clean accuracy {defender_accuracy:.4f}")
+    defender_model, served_labels, defender = prepare_defender(spec, victim_model, key, splits, store, device, observer)
+    observer.defender_ready(victim, defender)
+    observer.log(f"defender clean accuracy {defender.clean_accuracy:.4f}")
 
     attacker_cls = ATTACKERS.get(spec.attacker)
     attacker = attacker_cls(attacker_cls.Params.model_validate(spec.attacker_params))
     attacker.validate(spec.label_mode, spec.query_budget, len(pool))
     scorer = CloneScorer(splits.test, served_labels, victim_labels, device)
     attack_started = time.perf_counter()
-    oracle_box: list[Oracle] = []
-    recorded: list[dict] = []
+    recorded: list[CheckpointRow] = []
+    reported = 0
 
-    def evaluate(clone, queries_used: int) -> dict:
-        row = {
-            "queries_used": queries_used,
-            **scorer(clone),
-            "wall_seconds": time.perf_counter() - attack_started,
-            "serving_seconds": oracle_box[0].serving_seconds,
-        }
+    def report_spent() -> None:
+        nonlocal reported
+        if oracle.queries_used != reported:
+            reported = oracle.queries_used
+            observer.progress(reported, spec.query_budget, "")
+
+    def should_stop() -> None:
+        """The attack's cancellation check, asked by the attacks' loops and by the oracle before
+        each batch: reports the queries spent so far, then lets the observer cancel."""
+        report_spent()
+        observer.should_stop()
+
+    def evaluate(clone, queries_used: int) -> CheckpointRow:
+        row = CheckpointRow.of(
+            queries_used, scorer(clone), time.perf_counter() - attack_started, oracle.serving_seconds
+        )
         recorded.append(row)
         observer.checkpoint(row)
         return row
 
-    def on_query(used: int) -> None:
-        observer.should_stop()
-        observer.progress(used, spec.query_budget, "")
-
     oracle = Oracle(
-        defender.serve,
+        defender_model.serve,
         spec.query_budget,
         spec.label_mode,
         splits.num_classes,
         splits.image_shape,
         device,
         topk=spec.topk,
-        on_query=on_query,
+        should_stop=should_stop,
     )
-    oracle_box.append(oracle)
     ctx = AttackContext(
         family=DATASETS_FAMILY(spec.dataset),
         num_classes=splits.num_classes,
@@ -186,30 +160,71 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
         evaluate=evaluate,
         progress=observer.progress,
         log=observer.log,
-        should_stop=observer.should_stop,
+        should_stop=should_stop,
     )
     observer.phase("attacking", f"{spec.attacker} ({spec.label_mode}), budget {spec.query_budget}")
     seed_everything(spec.seed)
     clone = attacker.run(oracle, ctx)
-    if clone is not None and (not recorded or recorded[-1]["queries_used"] != oracle.queries_used):
+    report_spent()
+    if clone is not None and (not recorded or recorded[-1].queries_used != oracle.queries_used):
         evaluate(clone, oracle.queries_used)
-    final = recorded[-1] if recorded else {}
     attack_seconds = time.perf_counter() - attack_started
-    return {
-        "victim_accuracy": victim_accuracy,
-        "defender_accuracy": defender_accuracy,
-        "clone_accuracy": final.get("clone_accuracy"),
-        "best_clone_accuracy": final.get("best_clone_accuracy"),
-        "fidelity_served": final.get("fidelity_served"),
-        "fidelity_victim": final.get("fidelity_victim"),
-        "queries_used": oracle.queries_used,
-        "serving_seconds_per_query": oracle.serving_seconds / max(1, oracle.queries_used),
-        "attack_seconds": attack_seconds,
-        "queries_per_second": oracle.queries_used / attack_seconds if attack_seconds > 0 else None,
-        "split": splits.split_info,
-        "victim": victim_report,
-        "defender": defender_info,
-    }
+    return MatchSummary(
+        victim=victim,
+        defender=defender,
+        final=recorded[-1] if recorded else None,
+        queries_used=oracle.queries_used,
+        serving_seconds_per_query=oracle.serving_seconds / max(1, oracle.queries_used),
+        attack_seconds=attack_seconds,
+        queries_per_second=oracle.queries_used / attack_seconds if attack_seconds > 0 else None,
+        split=splits.split_info,
+    )
+
+
+def prepare_defender(
+    spec: MatchSpec,
+    victim: torch.nn.Module,
+    victim_key: dict,
+    splits: DatasetSplits,
+    store: ArtifactStore,
+    device: torch.device,
+    observer: MatchObserver,
+) -> tuple[Defender, torch.Tensor, DefenderFacts]:
+    """Build and prepare the spec's defender; returns it, its served labels on the test split
+    and its facts."""
+    observer.phase("preparing defender", spec.defender)
+    defender_cls = DEFENDERS.get(spec.defender)
+    defender = defender_cls(
+        defender_cls.Params.model_validate(spec.defender_params),
+        DefenderContext(
+            victim=victim,
+            victim_key=victim_key,
+            splits=splits,
+            device=device,
+            store=store,
+            seed=spec.seed,
+            progress=observer.progress,
+            log=observer.log,
+            should_stop=observer.should_stop,
+        ),
+    )
+    started = time.perf_counter()
+    report = dict(defender.prepare() or {})
+    prepare_seconds = report.pop("prepare_seconds", time.perf_counter() - started)
+    with torch.inference_mode():
+        served = torch.cat(
+            [
+                defender.serve(splits.test.floats(slice(i, i + 1024)).to(device)).float().cpu()
+                for i in range(0, len(splits.test), 1024)
+            ]
+        )
+    served_labels = served.argmax(1)
+    facts = DefenderFacts(
+        clean_accuracy=(served_labels == splits.test.labels).float().mean().item(),
+        prepare_seconds=prepare_seconds,
+        report=report,
+    )
+    return defender, served_labels, facts
 
 
 def DATASETS_FAMILY(name: str) -> str:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from engines.data.base import ImageSet
+from engines.records import CloneScores
 from engines.training import predict_probs
 
 
@@ -19,13 +20,13 @@ class CloneScorer:
         self.device = device
         self.best_clone_accuracy = float("-inf")
 
-    def __call__(self, clone: nn.Module) -> dict:
+    def __call__(self, clone: nn.Module) -> CloneScores:
         predicted = predict_probs(clone, self.test.images, self.device).argmax(1)
         clone_accuracy = (predicted == self.test.labels).float().mean().item()
         self.best_clone_accuracy = max(self.best_clone_accuracy, clone_accuracy)
-        return {
-            "clone_accuracy": clone_accuracy,
-            "best_clone_accuracy": self.best_clone_accuracy,
-            "fidelity_served": (predicted == self.served_labels).float().mean().item(),
-            "fidelity_victim": (predicted == self.victim_labels).float().mean().item(),
-        }
+        return CloneScores(
+            clone_accuracy=clone_accuracy,
+            best_clone_accuracy=self.best_clone_accuracy,
+            fidelity_served=(predicted == self.served_labels).float().mean().item(),
+            fidelity_victim=(predicted == self.victim_labels).float().mean().item(),
+        )

@@ -32,7 +32,7 @@ class Oracle:
     __slots__ = (
         "_serve",
         "_device",
-        "_on_query",
+        "_should_stop",
         "query_budget",
         "label_mode",
         "topk",
@@ -52,16 +52,19 @@ class Oracle:
         input_shape: tuple[int, int, int],
         device: torch.device,
         topk: int = 3,
-        on_query: Callable[[int], None] | None = None,
+        should_stop: Callable[[], None] = lambda: None,
     ):
         if label_mode not in LABEL_MODES:
-            raise ArenaError(f"unknown label mode {label_mode!r}; use soft, hard or topk")
+            raise ArenaError(f"unknown label mode {label_mode!r}; use soft, hard or topk", field="label_mode")
         if query_budget <= 0:
-            raise ArenaError(f"query budget must be positive, got {query_budget}")
+            raise ArenaError(f"query budget must be positive, got {query_budget}", field="query_budget")
         # The defender is reachable only through this closure, never as an attribute.
         self._serve = serve
         self._device = device
-        self._on_query = on_query
+        # The match's cancellation check (the AttackContext's should_stop): asked before a batch
+        # is counted, so a long data-free attack stops within one batch and a cancelled match
+        # spends nothing more. It raises MatchCancelled; the oracle reports nothing itself.
+        self._should_stop = should_stop
         self.query_budget = int(query_budget)
         self.label_mode = label_mode
         self.topk = max(1, min(int(topk), num_classes))
@@ -87,6 +90,7 @@ class Oracle:
             raise QueryBudgetExceeded(
                 f"query budget exhausted: {self.queries_used} used of {self.query_budget}, batch of {n} refused"
             )
+        self._should_stop()
         self.queries_used += n  # counted before serving: a failed call still spent its queries
         self.calls += 1
         x = images.detach().to(self._device, torch.float32)
@@ -98,8 +102,6 @@ class Oracle:
             answer = self._format(probs)
         synchronize(self._device)
         self.serving_seconds += time.perf_counter() - started
-        if self._on_query is not None:
-            self._on_query(self.queries_used)
         return answer.to(images.device).clone()  # a normal tensor, usable in autograd graphs
 
     def _format(self, probs: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str, package: str, field: str | None = None):
         self.kind = kind  # e.g. "defender", used in error messages
+        self.field = field or kind.replace(" ", "")  # the MatchSpec field that names an entry
         self.package = package  # modules of this package are imported on first lookup
         self._entries: dict[str, T] = {}
         self._discovered = False
@@ -52,7 +53,9 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise ArenaError(f"unknown {self.kind} {name!r}; choose one of: {known} (see `arena list`)") from None
+            raise ArenaError(
+                f"unknown {self.kind} {name!r}; choose one of: {known} (see `arena list`)", field=self.field
+            ) from None
 
     def names(self) -> list[str]:
         self.discover()

@@ -60,12 +60,21 @@ class MatchSpec(BaseModel):
         attacker_cls = ATTACKERS.get(self.attacker)
         source = DATASETS.get(self.dataset)
         if self.pool != IN_DISTRIBUTION and self.pool not in DATASETS:
-            raise ArenaError(f"unknown pool {self.pool!r}; use in-distribution or a data set name (see `arena list`)")
+            raise ArenaError(
+                f"unknown pool {self.pool!r}; use in-distribution or a data set name (see `arena list`)", field="pool"
+            )
         arch = self.victim.arch or default_model_for(source.family)
         if arch not in MODELS:
-            MODELS.get(arch)
-        defender_params = _validate_params(defender_cls.Params, self.defender_params, f"defender {self.defender!r}")
-        attacker_params = _validate_params(attacker_cls.Params, self.attacker_params, f"attacker {self.attacker!r}")
+            try:
+                MODELS.get(arch)
+            except ArenaError as exc:
+                raise exc.at("victim.arch") from None
+        defender_params = _validate_params(
+            defender_cls.Params, self.defender_params, f"defender {self.defender!r}", "defender_params"
+        )
+        attacker_params = _validate_params(
+            attacker_cls.Params, self.attacker_params, f"attacker {self.attacker!r}", "attacker_params"
+        )
         return self.model_copy(
             update={
                 "defender_params": defender_params,
@@ -89,15 +98,19 @@ def spec_identity(config: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
-def _validate_params(model: type[BaseModel], values: dict, owner: str) -> dict:
+def _validate_params(model: type[BaseModel], values: dict, owner: str, field: str) -> dict:
+    """Validated parameters; an error names `field.key` (e.g. attacker_params.epochs)."""
     from pydantic import ValidationError
 
     try:
         return model.model_validate(values).model_dump(mode="json")
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise ArenaError(f"bad parameter {where!r} for {owner}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArenaError(
+            f"bad parameter {where or 'params'!r} for {owner}: {first['msg']}",
+            field=f"{field}.{where}" if where else field,
+        ) from None
 
 
 def checkpoint_schedule(query_budget: int, count: int) -> list[int]:

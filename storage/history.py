@@ -13,10 +13,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from engines.spec import spec_identity
+from storage.records import MatchRecord
 from storage.tables import Match
 
 
-def matches_by_identity(engine: Engine, specs: list) -> dict[str, list[Match]]:
+def matches_by_identity(engine: Engine, specs: list) -> dict[str, list[MatchRecord]]:
     """Existing matches whose resolved spec equals one of `specs`, keyed by identity."""
     if not specs:
         return {}
@@ -27,12 +28,12 @@ def matches_by_identity(engine: Engine, specs: list) -> dict[str, list[Match]]:
         Match.dataset.in_({s.dataset for s in specs}),
         Match.seed.in_({s.seed for s in specs}),
     )
-    found: dict[str, list[Match]] = defaultdict(list)
-    with Session(engine, expire_on_commit=False) as session:
+    found: dict[str, list[MatchRecord]] = defaultdict(list)
+    with Session(engine) as session:
         for match in session.exec(query):
             identity = spec_identity(json.loads(match.config_json))
             if identity in wanted:
-                found[identity].append(match)
+                found[identity].append(MatchRecord.of(match))
     return dict(found)
 
 

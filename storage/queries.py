@@ -1,14 +1,18 @@
-"""Reads and writes of the leaderboard, returning plain objects (safe outside a session)."""
+"""Reads and writes of the leaderboard. The one place where the engine's records
+(engines/records.py) become table rows; reads return storage/records.py's read models
+(plain objects, safe outside a session)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from engines.records import CheckpointRow, DefenderFacts, MatchSummary, VictimFacts
+from storage.records import BOARD_COLUMNS, BoardRow, EventRecord, MatchRecord, StoredCheckpoint
 from storage.tables import Checkpoint, Match, MatchEvent, utcnow
 
 LEADERBOARD_TABLE_COLUMNS = (
@@ -25,27 +29,7 @@ LEADERBOARD_TABLE_COLUMNS = (
     "fidelity_served",
     "queries_used",
 )
-LEADERBOARD_COLUMNS = (
-    "rank",
-    "id",
-    "defender",
-    "attacker",
-    "label_mode",
-    "dataset",
-    "pool",
-    "query_budget",
-    "seed",
-    "status",
-    "victim_accuracy",
-    "defender_accuracy",
-    "clone_accuracy",
-    "best_clone_accuracy",
-    "fidelity_served",
-    "fidelity_victim",
-    "queries_used",
-    "serving_seconds_per_query",
-    "wall_seconds",
-)
+LEADERBOARD_COLUMNS = BOARD_COLUMNS
 
 
 @dataclass
@@ -57,7 +41,7 @@ class LeaderboardFilter:
     status: str | None = "done"  # None: every status
 
 
-def leaderboard(engine: Engine, filters: LeaderboardFilter | None = None) -> list[dict]:
+def leaderboard(engine: Engine, filters: LeaderboardFilter | None = None) -> list[BoardRow]:
     """Matches ranked within each (data set, attacker, label mode, budget) arena.
 
     Rank 1 is the best defence: the lowest final clone accuracy (ties share a rank)."""
@@ -83,16 +67,13 @@ def leaderboard(engine: Engine, filters: LeaderboardFilter | None = None) -> lis
     query = query.order_by(Match.dataset, Match.attacker, Match.label_mode, Match.query_budget, "rank", Match.id)
     with Session(engine) as session:
         rows = session.exec(query).all()
-    out = []
-    for position, match in rows:
-        row = {name: getattr(match, name) for name in LEADERBOARD_COLUMNS if name != "rank"}
-        out.append({"rank": position, **row})
-    return out
+    return [BoardRow.of(match, position) for position, match in rows]
 
 
-def get_match(engine: Engine, match_id: int) -> Match | None:
-    with Session(engine, expire_on_commit=False) as session:
-        return session.get(Match, match_id)
+def get_match(engine: Engine, match_id: int) -> MatchRecord | None:
+    with Session(engine) as session:
+        row = session.get(Match, match_id)
+        return None if row is None else MatchRecord.of(row)
 
 
 def statuses(engine: Engine, match_ids: list[int]) -> dict[int, str]:
@@ -103,24 +84,27 @@ def statuses(engine: Engine, match_ids: list[int]) -> dict[int, str]:
         return dict(session.exec(select(Match.id, Match.status).where(Match.id.in_(match_ids))).all())
 
 
-def list_matches(engine: Engine, limit: int = 200) -> list[Match]:
-    with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(select(Match).order_by(Match.id.desc()).limit(limit)).all())
+def list_matches(engine: Engine, limit: int = 200) -> list[MatchRecord]:
+    with Session(engine) as session:
+        return [MatchRecord.of(m) for m in session.exec(select(Match).order_by(Match.id.desc()).limit(limit)).all()]
 
 
-def checkpoints(engine: Engine, match_id: int) -> list[Checkpoint]:
-    with Session(engine, expire_on_commit=False) as session:
-        return list(
-            session.exec(select(Checkpoint).where(Checkpoint.match_id == match_id).order_by(Checkpoint.index)).all()
+def checkpoints(engine: Engine, match_id: int, after_index: int = -1) -> list[StoredCheckpoint]:
+    with Session(engine) as session:
+        query = (
+            select(Checkpoint)
+            .where(Checkpoint.match_id == match_id, Checkpoint.index > after_index)
+            .order_by(Checkpoint.index)
         )
+        return [StoredCheckpoint.of(c) for c in session.exec(query).all()]
 
 
-def events(engine: Engine, match_id: int, after_id: int = 0) -> list[MatchEvent]:
-    with Session(engine, expire_on_commit=False) as session:
+def events(engine: Engine, match_id: int, after_id: int = 0) -> list[EventRecord]:
+    with Session(engine) as session:
         query = (
             select(MatchEvent).where(MatchEvent.match_id == match_id, MatchEvent.id > after_id).order_by(MatchEvent.id)
         )
-        return list(session.exec(query).all())
+        return [EventRecord.of(e) for e in session.exec(query).all()]
 
 
 def create_matches(engine: Engine, batch_id: str, specs: list, provenance: dict) -> list[int]:
@@ -176,35 +160,48 @@ def add_event(engine: Engine, match_id: int, kind: str, message: str) -> None:
         session.commit()
 
 
-def add_checkpoint(engine: Engine, match_id: int, index: int, row: dict) -> None:
+def add_checkpoint(engine: Engine, match_id: int, index: int, row: CheckpointRow) -> None:
     """One checkpoint and the match's running numbers, in one short transaction."""
     with Session(engine) as session:
-        session.add(
-            Checkpoint(
-                match_id=match_id,
-                index=index,
-                **{
-                    k: row[k]
-                    for k in (
-                        "queries_used",
-                        "clone_accuracy",
-                        "best_clone_accuracy",
-                        "fidelity_served",
-                        "fidelity_victim",
-                        "wall_seconds",
-                        "serving_seconds",
-                    )
-                },
-            )
-        )
+        session.add(Checkpoint(match_id=match_id, index=index, **row.as_dict()))
         match = session.get(Match, match_id)
-        match.clone_accuracy = row["clone_accuracy"]
-        match.best_clone_accuracy = row["best_clone_accuracy"]
-        match.fidelity_served = row["fidelity_served"]
-        match.fidelity_victim = row["fidelity_victim"]
-        match.queries_used = row["queries_used"]
+        for name, value in asdict(row.scores).items():
+            setattr(match, name, value)
+        match.queries_used = row.queries_used
         session.add(match)
         session.commit()
+
+
+def record_defender_ready(engine: Engine, match_id: int, victim: VictimFacts, defender: DefenderFacts) -> None:
+    update_match(engine, match_id, victim_accuracy=victim.test_accuracy, defender_accuracy=defender.clean_accuracy)
+
+
+def finish_match(
+    engine: Engine, match_id: int, summary: MatchSummary, wall_seconds: float, facts: dict | None = None
+) -> None:
+    """A played match: status done, its summary's numbers, and its facts as details
+    (`facts`: what the registries say of its attacker and defender, for the defence ranking)."""
+    details = {
+        "split": summary.split,
+        "victim": summary.victim.as_dict(),
+        "defender": summary.defender.as_dict(),
+        "attack_seconds": summary.attack_seconds,
+        "facts": facts or {},
+    }
+    update_match(
+        engine,
+        match_id,
+        status="done",
+        phase="done",
+        finished_at=utcnow(),
+        wall_seconds=wall_seconds,
+        details_json=json.dumps(details, default=str),
+        serving_seconds_per_query=summary.serving_seconds_per_query,
+        queries_per_second=summary.queries_per_second,
+        queries_used=summary.queries_used,
+        victim_accuracy=summary.victim.test_accuracy,
+        defender_accuracy=summary.defender.clean_accuracy,
+    )
 
 
 def is_cancel_requested(engine: Engine, match_id: int) -> bool:

@@ -222,11 +222,12 @@ def test_end_to_end_match(name, tmp_path, cache_dir):
     observer = Rows()
     observer.rows = []
     summary = play_match(spec, observer, MatchEnvironment(cache_root=cache_dir))
-    assert summary["queries_used"] == budget
-    assert observer.rows and observer.rows[-1]["queries_used"] == budget
+    assert summary.queries_used == budget
+    assert observer.rows and observer.rows[-1].queries_used == budget
     for row in observer.rows:
-        for key in ("clone_accuracy", "fidelity_served", "fidelity_victim"):
-            assert 0.0 <= row[key] <= 1.0
+        scores = row.scores
+        for value in (scores.clone_accuracy, scores.fidelity_served, scores.fidelity_victim):
+            assert 0.0 <= value <= 1.0
 
 
 @pytest.mark.parametrize("name", sorted(SUITE))

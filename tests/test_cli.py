@@ -112,6 +112,33 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, me
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    "args, config, field",
+    [
+        (["--defender", "nope"], None, "defender"),
+        (["-a", "knockoff", "--budget", "0"], None, "query_budget"),
+        (["-a", "knockoff", "--budget", "99999"], None, "query_budget"),
+        (["-a", "dfme", "--label", "hard"], None, "label_mode"),
+        (["-a", "knockoff", "--device", "tpu"], None, "device"),
+        (["-a", "knockoff", "--dataset", "cifar10", "--data-root", "/nonexistent"], None, "dataset"),
+        (["-a", "knockoff", "--pool", "cifar10", "--data-root", "/nonexistent"], None, "pool"),
+        (["-a", "knockoff"], "[attacker_params]\nepochs = 0", "attacker_params.epochs"),
+        (["-a", "knockoff"], "budget = [", "config"),
+        (["-a", "knockoff"], "colour = 1", "config"),
+    ],
+)
+def test_refusal_with_format_json_names_its_field_on_stdout(cli, tmp_path, args, config, field):
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config)
+        args = [*args, "--config", tmp_path / "c.toml"]
+    result = cli("run", "--enqueue", "--format", "json", *args, "--db", tmp_path / "never.db")
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == field and "\n" not in error["message"]
+    assert result.stderr.strip() == f"error: {error['message']}"
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_malformed_toml_and_unknown_keys(cli, tmp_path):
     bad = tmp_path / "bad.toml"
     for text, message in (("budget = [", "malformed TOML"), ("colour = 1", "unknown key")):
@@ -133,7 +160,12 @@ def test_unreachable_database(cli, tmp_path, tiny_config):
 def test_enqueue_then_worker(cli, tmp_path, tiny_config, cache_dir):
     db = tmp_path / "q.db"
     queued = cli("run", "-a", "knockoff", "--config", tiny_config, "--device", "cpu", "--db", db, "--enqueue")
-    assert queued.exit_code == 0 and "queued 1" in queued.stderr
+    assert queued.exit_code == 0 and "queued 1" in queued.stderr and queued.stdout == ""
+    again = cli("run", "-a", "knockoff", "-s", "1,2", "--config", tiny_config, "--db", db, "--enqueue", "-f", "json")
+    reply = json.loads(again.stdout)
+    assert again.exit_code == 0 and reply["match_ids"] == [2, 3] and len(reply["batch_id"]) == 12
+    for match_id in reply["match_ids"]:
+        assert cli("cancel", match_id, "--db", db).exit_code == 0
     board = json.loads(cli("leaderboard", "--db", db, "--status", "queued", "--format", "json").stdout)
     assert len(board) == 1
     worked = cli("worker", "--db", db, "--cache-dir", cache_dir)

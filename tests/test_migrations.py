@@ -41,7 +41,7 @@ def test_a_database_from_before_migrations_upgrades_in_place(tmp_path):
         (2, "done", "hard"),
     ]
     assert len(queries.checkpoints(engine, 1)) == 3
-    assert queries.leaderboard(engine)[0]["clone_accuracy"] == pytest.approx(0.1, abs=0.02)
+    assert queries.leaderboard(engine)[0].clone_accuracy == pytest.approx(0.1, abs=0.02)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
     engine.dispose()

@@ -330,8 +330,8 @@ def test_a_second_match_reuses_the_trained_defender(tmp_path):
         ).resolve()
         summaries.append(play_match(spec, MatchObserver(), env))
     first, second = summaries
-    assert first["defender"]["reused"] is False and second["defender"]["reused"] is True
-    assert second["defender"]["train_seconds"] == first["defender"]["train_seconds"] > 0
-    assert len(second["defender"]["member_val_accuracy"]) == 3
-    assert second["defender_accuracy"] == first["defender_accuracy"]
-    assert first["serving_seconds_per_query"] > 0
+    assert first.defender.report["reused"] is False and second.defender.report["reused"] is True
+    assert second.defender.report["train_seconds"] == first.defender.report["train_seconds"] > 0
+    assert len(second.defender.report["member_val_accuracy"]) == 3
+    assert second.defender.clean_accuracy == first.defender.clean_accuracy
+    assert first.serving_seconds_per_query > 0

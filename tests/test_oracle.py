@@ -103,3 +103,20 @@ def test_answers_to_targets_renormalises_topk():
     answers = torch.tensor([[0.6, 0.2, 0.0, 0.0]])
     assert torch.allclose(answers_to_targets(answers, "topk", 4), torch.tensor([[0.75, 0.25, 0.0, 0.0]]))
     assert answers_to_targets(torch.tensor([2]), "hard", 4).dtype == torch.int64
+
+
+def test_a_cancelled_match_spends_no_more_queries():
+    from engines.errors import MatchCancelled
+
+    cancelled = []
+
+    def should_stop():
+        if cancelled:
+            raise MatchCancelled()
+
+    oracle, defender = make_oracle(budget=10, should_stop=should_stop)
+    oracle.query(torch.rand(3, 3, 8, 8))
+    cancelled.append(True)
+    with pytest.raises(MatchCancelled):
+        oracle.query(torch.rand(3, 3, 8, 8))
+    assert oracle.queries_used == 3 and defender.seen == 3

@@ -6,6 +6,7 @@ No match is played here (see test_tui_live.py); the registries' catalog is read 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC
 
@@ -13,15 +14,17 @@ import pytest
 from textual.widgets import DataTable, Input, Select, Static
 
 from arena.tui import catalog as catalog_module
+from arena.tui import new_match
 from arena.tui.app import ArenaApp
 from arena.tui.catalog import Catalog
 from arena.tui.detail import DetailScreen, flatten
 from arena.tui.dialogs import HelpScreen, PickMatchScreen
-from arena.tui.launcher import MatchForm, Settings, check_form, field_for, run_command
+from arena.tui.launcher import FormError, MatchForm, Settings, check_form, read_reply, run_command
 from arena.tui.leaderboard import LeaderboardScreen
 from arena.tui.live import LiveScreen, estimate_eta
 from arena.tui.new_match import NewMatchScreen
 from arena.tui.widgets import CurvePlot
+from engines.records import CheckpointRow
 from engines.spec import MatchSpec
 from storage import open_database, queries
 
@@ -51,15 +54,15 @@ def _checkpoint(engine, match_id, index, queries_used, clone, fidelity):
         engine,
         match_id,
         index,
-        {
-            "queries_used": queries_used,
-            "clone_accuracy": clone,
-            "best_clone_accuracy": clone,
-            "fidelity_served": fidelity,
-            "fidelity_victim": fidelity,
-            "wall_seconds": 1.0 + index,
-            "serving_seconds": 0.01,
-        },
+        CheckpointRow(
+            queries_used=queries_used,
+            clone_accuracy=clone,
+            best_clone_accuracy=clone,
+            fidelity_served=fidelity,
+            fidelity_victim=fidelity,
+            wall_seconds=1.0 + index,
+            serving_seconds=0.01,
+        ),
     )
 
 
@@ -241,7 +244,7 @@ def test_cancel_key_requests_cancellation_of_a_queued_match(db, catalog, tmp_pat
 
 
 # -- the new-match form -------------------------------------------------------------------------
-def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
+def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path, monkeypatch):
     path, _ = db
 
     async def scenario():
@@ -284,6 +287,16 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path):
             assert screen.read_form() == MatchForm(
                 "undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "3", "auto"
             )
+            # a refusal by `arena run --enqueue --format json` is shown under the field it names
+            for spec_field, shown_under in (("pool", "pool"), ("attacker_params.epochs", "attacker")):
+                reply = json.dumps({"error": {"field": spec_field, "message": f"{spec_field} refused"}})
+                monkeypatch.setattr(new_match, "enqueue", lambda form, settings, r=reply: read_reply(2, r, ""))
+                await pilot.press("ctrl+s")
+                error = screen.query_one(f"#err-{shown_under}", Static)
+                await until(pilot, lambda: error.display and not screen.starting)  # noqa: B023
+                assert str(error.render()) == f"{spec_field} refused" and isinstance(app.screen, NewMatchScreen)
+                assert screen.query_one(f"#in-{shown_under}").has_focus
+                assert not screen.query_one("#err-form", Static).display
             await pilot.press("escape")
             assert isinstance(app.screen, LeaderboardScreen)
 
@@ -357,14 +370,30 @@ def test_check_form_and_command_line(catalog):
     args = run_command(
         MatchForm("undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "2", "cpu"), settings
     )
-    assert args[1:5] == ["-m", "arena.cli", "run", "--enqueue"]
-    pairs = dict(zip(args[5::2], args[6::2]))
+    assert args[1:7] == ["-m", "arena.cli", "run", "--enqueue", "--format", "json"]
+    pairs = dict(zip(args[7::2], args[8::2]))
     assert pairs["--budget"] == "60" and pairs["--seed"] == "2" and pairs["--config"] == "/tiny.toml"
     assert pairs["--db"] == "sqlite:///x.db" and pairs["--label"] == "soft"
     assert "--budget" not in run_command(good, settings)  # empty: the attacker's default
-    assert field_for("knockoff samples without replacement: budget 5000 exceeds the query pool") == "budget"
-    assert field_for("data set 'cifar10' not found under --data-root 'data'") == "dataset"
-    assert field_for("something else entirely") is None
+
+
+def test_enqueue_reply_is_read_from_the_json_on_stdout():
+    assert read_reply(0, '{"batch_id": "b1", "match_ids": [7, 8]}\n', "queued 2 match(es) 7..8") == 7
+    refusals = {
+        "query_budget": "budget",
+        "attacker_params.epochs": "attacker",
+        "dataset": "dataset",
+        "config": None,
+        None: None,
+    }
+    for spec_field, shown_under in refusals.items():
+        reply = json.dumps({"error": {"field": spec_field, "message": "refused"}})
+        with pytest.raises(FormError) as refused:
+            read_reply(2, reply + "\n", "error: refused")
+        assert (str(refused.value), refused.value.field) == ("refused", shown_under)
+    with pytest.raises(FormError, match="failed: internal error") as crashed:
+        read_reply(1, "", "error: internal error (KeyError: 'x')")
+    assert crashed.value.field is None
 
 
 def test_estimate_eta():

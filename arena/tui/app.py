@@ -19,7 +19,7 @@ from textual.reactive import var
 
 from arena.tui import catalog as catalog_module
 from arena.tui.catalog import Catalog
-from arena.tui.data import ArenaStore, MatchInfo
+from arena.tui.data import ArenaStore
 from arena.tui.detail import DetailScreen
 from arena.tui.dialogs import HelpScreen, PickMatchScreen
 from arena.tui.launcher import Settings, start_worker
@@ -27,6 +27,7 @@ from arena.tui.leaderboard import LeaderboardScreen
 from arena.tui.live import LiveScreen
 from arena.tui.new_match import NewMatchScreen
 from engines.errors import ArenaError
+from storage.records import MatchRecord
 
 
 class ArenaApp(App):
@@ -196,7 +197,7 @@ class ArenaApp(App):
         self._reported_exits.discard(match_id)
         self.notify(f"worker started for match #{match_id}")
 
-    def check_worker(self, match: MatchInfo) -> None:
+    def check_worker(self, match: MatchRecord) -> None:
         """Tell the user once if a worker we started died without finishing its match."""
         process = self.spawned.get(match.id)
         if process is None or process.poll() is None or match.id in self._reported_exits:

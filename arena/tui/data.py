@@ -6,120 +6,17 @@ training match never blocks the screen. The only write is a cancellation request
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlmodel import Session, select
 
 from storage import Match, open_database, queries, resolve_db_url
 from storage.queries import LeaderboardFilter
+from storage.records import ACTIVE, BoardRow, EventRecord, MatchRecord, StoredCheckpoint
+from storage.tables import MATCH_STATUSES as STATUSES
 
-ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-
-
-@dataclass(frozen=True)
-class MatchInfo:
-    id: int
-    batch_id: str
-    status: str
-    phase: str
-    defender: str
-    attacker: str
-    dataset: str
-    pool: str
-    label_mode: str
-    query_budget: int
-    seed: int
-    device: str
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    progress_done: int
-    progress_total: int
-    victim_accuracy: float | None
-    defender_accuracy: float | None
-    clone_accuracy: float | None
-    best_clone_accuracy: float | None
-    fidelity_served: float | None
-    fidelity_victim: float | None
-    queries_used: int
-    serving_seconds_per_query: float | None
-    queries_per_second: float | None
-    wall_seconds: float | None
-    error: str | None
-    cancel_requested: bool
-    pid: int | None
-    host: str | None
-    config: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, row) -> MatchInfo:
-        plain = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in ("config", "provenance", "details")}
-        return cls(
-            **plain,
-            config=_json(row.config_json),
-            provenance=_json(row.provenance_json),
-            details=_json(row.details_json),
-        )
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
-
-    @property
-    def title(self) -> str:
-        return f"#{self.id} {self.defender} vs {self.attacker} ({self.label_mode}) on {self.dataset}"
-
-    def queries_now(self) -> int:
-        """Queries spent so far: live progress while attacking, else the last checkpoint's count."""
-        if self.phase == "attacking" and self.progress_total == self.query_budget:
-            return max(self.queries_used, self.progress_done)
-        return self.queries_used
-
-
-@dataclass(frozen=True)
-class Point:
-    index: int
-    queries_used: int
-    clone_accuracy: float
-    best_clone_accuracy: float
-    fidelity_served: float
-    fidelity_victim: float
-    wall_seconds: float
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    created_at: datetime | None
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True)
-class BoardRow:
-    """One leaderboard line. `rank` is set for finished matches only (rank 1 = best defence)."""
-
-    rank: int | None
-    id: int
-    status: str
-    defender: str
-    attacker: str
-    label_mode: str
-    dataset: str
-    query_budget: int
-    seed: int
-    defender_accuracy: float | None
-    clone_accuracy: float | None
-    fidelity_served: float | None
-    queries_used: int
 
 
 @dataclass(frozen=True)
@@ -132,24 +29,9 @@ class BoardFilter:
 
 @dataclass(frozen=True)
 class LiveSnapshot:
-    match: MatchInfo
-    points: list[Point]  # new since the caller's last index
-    events: list[Event]  # new since the caller's last id
-
-
-def _json(text: str | None) -> dict:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; the arena stores UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    match: MatchRecord
+    points: list[StoredCheckpoint]  # new since the caller's last index
+    events: list[EventRecord]  # new since the caller's last id
 
 
 class ArenaStore:
@@ -169,7 +51,6 @@ class ArenaStore:
         """Active matches first (newest first), then ranked finished ones, then failed/cancelled."""
         wanted = filters.status
         rows: list[BoardRow] = []
-        names = [f.name for f in fields(BoardRow)]
         others = []
         if wanted in (None, *ACTIVE, "failed", "cancelled"):
             for match in queries.list_matches(self._reader, limit=1000):
@@ -177,7 +58,7 @@ class ArenaStore:
                     continue
                 if not self._keep(match, filters):
                     continue
-                row = BoardRow(rank=None, **{n: getattr(match, n) for n in names if n != "rank"})
+                row = BoardRow.of(match, rank=None)
                 (rows if match.status in ACTIVE else others).append(row)
         if wanted in (None, "done"):
             ranked = queries.leaderboard(
@@ -186,7 +67,7 @@ class ArenaStore:
                     dataset=filters.dataset, attacker=filters.attacker, label_mode=filters.label_mode, status="done"
                 ),
             )
-            rows.extend(BoardRow(**{n: r[n] for n in names}) for r in ranked)
+            rows.extend(ranked)
         return rows + others
 
     @staticmethod
@@ -221,31 +102,14 @@ class ArenaStore:
                 out[name] = sorted(session.exec(select(column).distinct()).all())
         return out
 
-    def match(self, match_id: int) -> MatchInfo | None:
-        row = queries.get_match(self._reader, match_id)
-        return None if row is None else MatchInfo.of(row)
+    def match(self, match_id: int) -> MatchRecord | None:
+        return queries.get_match(self._reader, match_id)
 
-    def points(self, match_id: int, after_index: int = -1) -> list[Point]:
-        return [
-            Point(
-                p.index,
-                p.queries_used,
-                p.clone_accuracy,
-                p.best_clone_accuracy,
-                p.fidelity_served,
-                p.fidelity_victim,
-                p.wall_seconds,
-                as_utc(p.created_at),
-            )
-            for p in queries.checkpoints(self._reader, match_id)
-            if p.index > after_index
-        ]
+    def points(self, match_id: int, after_index: int = -1) -> list[StoredCheckpoint]:
+        return queries.checkpoints(self._reader, match_id, after_index)
 
-    def events(self, match_id: int, after_id: int = 0) -> list[Event]:
-        return [
-            Event(e.id, as_utc(e.created_at), e.kind, e.message)
-            for e in queries.events(self._reader, match_id, after_id)
-        ]
+    def events(self, match_id: int, after_id: int = 0) -> list[EventRecord]:
+        return queries.events(self._reader, match_id, after_id)
 
     def snapshot(self, match_id: int, after_index: int = -1, after_event: int = 0) -> LiveSnapshot | None:
         match = self.match(match_id)
@@ -253,9 +117,9 @@ class ArenaStore:
             return None
         return LiveSnapshot(match, self.points(match_id, after_index), self.events(match_id, after_event))
 
-    def recent(self, limit: int = 200, exclude: int | None = None) -> list[MatchInfo]:
+    def recent(self, limit: int = 200, exclude: int | None = None) -> list[MatchRecord]:
         """Matches worth comparing against (newest first), for the compare picker."""
-        return [MatchInfo.of(m) for m in queries.list_matches(self._reader, limit=limit) if m.id != exclude]
+        return [m for m in queries.list_matches(self._reader, limit=limit) if m.id != exclude]
 
     def request_cancel(self, match_id: int) -> bool:
         return queries.request_cancel(self._writer, match_id)

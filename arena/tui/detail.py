@@ -16,8 +16,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from arena.render import fmt
-from arena.tui.data import Event, MatchInfo, Point
 from arena.tui.widgets import CurvePlot, Curves
+from storage.records import EventRecord, MatchRecord, StoredCheckpoint
 
 NUMBERS = (
     ("status", "status"),
@@ -66,8 +66,8 @@ class DetailScreen(Screen):
     def __init__(self, match_ids: list[int]) -> None:
         super().__init__()
         self.match_ids = list(match_ids)[:2]
-        self.matches: list[MatchInfo] = []
-        self.points: list[list[Point]] = []
+        self.matches: list[MatchRecord] = []
+        self.points: list[list[StoredCheckpoint]] = []
 
     @property
     def comparing(self) -> bool:
@@ -95,7 +95,7 @@ class DetailScreen(Screen):
             else f"match #{self.match_ids[0]}"
         )
         self.filled: set[str] = set()
-        self.events: list[list[Event]] = []
+        self.events: list[list[EventRecord]] = []
         self.call_after_refresh(self._load)  # draw the screen first, then fill it: a faster first frame
 
     @work(thread=True, exit_on_error=False)
@@ -119,7 +119,9 @@ class DetailScreen(Screen):
     def labels(self) -> list[str]:
         return ["A", "B"] if self.comparing else [""]
 
-    def _show(self, matches: list[MatchInfo], points: list[list[Point]], events: list[list[Event]]) -> None:
+    def _show(
+        self, matches: list[MatchRecord], points: list[list[StoredCheckpoint]], events: list[list[EventRecord]]
+    ) -> None:
         self.matches, self.points, self.events = matches, points, events
         title = Text()
         for label, match in zip(self.labels, matches):

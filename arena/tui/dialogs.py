@@ -13,7 +13,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from arena.render import fmt
-from arena.tui.data import MatchInfo
+from storage.records import MatchRecord
 
 HELP = (
     (
@@ -92,7 +92,7 @@ class PickMatchScreen(ModalScreen[int | None]):
 
     BINDINGS = [Binding("escape", "close", "Close")]
 
-    def __init__(self, base: int, candidates: list[MatchInfo]) -> None:
+    def __init__(self, base: int, candidates: list[MatchRecord]) -> None:
         super().__init__()
         self.base = base
         self.candidates = candidates

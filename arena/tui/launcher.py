@@ -2,15 +2,17 @@
 
 1. `check_form` validates what is cheap (integers, label mode supported by the attacker,
    device syntax) and returns errors per field, for inline display.
-2. `enqueue` runs `python -m arena.cli run ... --enqueue` in a child process: the same
-   validation and queueing as `arena run`. Exit status 2 means bad input, reported as one line
-   on stderr; it comes back as a `FormError` tied to the field it names.
+2. `enqueue` runs `python -m arena.cli run ... --enqueue --format json` in a child process:
+   the same validation and queueing as `arena run`. Its stdout is one JSON object: the queued
+   `{"batch_id", "match_ids"}`, or (exit status 2, bad input) `{"error": {"field", "message"}}`,
+   which comes back as a `FormError` under the form field for that MatchSpec field.
 3. `start_worker` starts `python -m arena.cli worker --match ID` in its own session, so closing
    the UI (or its terminal) does not stop the match.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -21,21 +23,15 @@ from pathlib import Path
 from arena.tui.catalog import Catalog
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-QUEUED_RE = re.compile(r"queued (\d+) match\(es\) (\d+)\.\.(\d+)")
 FIELDS = ("defender", "attacker", "dataset", "pool", "label_mode", "budget", "seed", "device")
-# Words in an `arena run` error line -> the form field it is about.
-FIELD_HINTS = (
-    ("--budget", "budget"),
-    ("budget", "budget"),
-    ("--label", "label_mode"),
-    ("label", "label_mode"),
-    ("pool", "pool"),
-    ("device", "device"),
-    ("data set", "dataset"),
-    ("--seed", "seed"),
-    ("defender", "defender"),
-    ("attacker", "attacker"),
-)
+# The form field that shows an error about a MatchSpec field (its first dotted part); the
+# parameters come from the run config and are shown under the entry they configure.
+FORM_FIELD = {
+    **{name: name for name in FIELDS},
+    "query_budget": "budget",
+    "defender_params": "defender",
+    "attacker_params": "attacker",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +114,8 @@ def run_command(form: MatchForm, settings: Settings) -> list[str]:
         "arena.cli",
         "run",
         "--enqueue",
+        "--format",
+        "json",
         "--defender",
         form.defender,
         "--attacker",
@@ -146,12 +144,24 @@ def run_command(form: MatchForm, settings: Settings) -> list[str]:
     return args
 
 
-def field_for(message: str) -> str | None:
-    lowered = message.lower()
-    for word, name in FIELD_HINTS:
-        if word in lowered:
-            return name
-    return None
+def form_field(spec_field: str | None) -> str | None:
+    """The form field for an error's MatchSpec field or option (None: the whole form)."""
+    return FORM_FIELD.get(spec_field.split(".")[0]) if spec_field else None
+
+
+def read_reply(returncode: int, stdout: str, stderr: str) -> int:
+    """The match id from `arena run --enqueue --format json`'s stdout, or a FormError."""
+    try:
+        reply = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        reply = None
+    if isinstance(reply, dict) and "error" in reply:
+        error = reply["error"]
+        raise FormError(error["message"], form_field(error.get("field")))
+    if returncode == 0 and isinstance(reply, dict) and reply.get("match_ids"):
+        return int(reply["match_ids"][0])
+    last = (stderr.strip().splitlines() or [f"exit status {returncode}, no reply"])[-1]
+    raise FormError(f"`arena run --enqueue` failed: {last.removeprefix('error: ')}")
 
 
 def enqueue(form: MatchForm, settings: Settings, timeout: float = 600.0) -> int:
@@ -162,16 +172,7 @@ def enqueue(form: MatchForm, settings: Settings, timeout: float = 600.0) -> int:
         )
     except subprocess.TimeoutExpired:
         raise FormError(f"`arena run --enqueue` took over {timeout:.0f} s; try again") from None
-    lines = done.stderr.strip().splitlines()
-    if done.returncode != 0:
-        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-        message = errors[-1] if errors else (lines[-1] if lines else f"exit status {done.returncode}")
-        raise FormError(message, field_for(message) if done.returncode == 2 else None)
-    for line in lines:
-        found = QUEUED_RE.search(line)
-        if found:
-            return int(found.group(2))
-    raise FormError(f"could not read the match id from `arena run --enqueue`: {' / '.join(lines) or 'no output'}")
+    return read_reply(done.returncode, done.stdout, done.stderr)
 
 
 def start_worker(match_id: int, settings: Settings) -> subprocess.Popen:

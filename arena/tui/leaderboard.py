@@ -10,8 +10,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from arena.render import fmt
-from arena.tui.data import STATUSES, BoardFilter, BoardRow
+from arena.tui.data import STATUSES, BoardFilter
 from arena.tui.widgets import status_text
+from storage.records import BoardRow
 
 COLUMNS = (
     ("mark", " "),

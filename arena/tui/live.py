@@ -15,8 +15,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
-from arena.tui.data import FINAL, Event, LiveSnapshot, MatchInfo, Point
+from arena.tui.data import FINAL, LiveSnapshot
 from arena.tui.widgets import CurvePlot, Curves, duration, pct, status_text
+from storage.records import EventRecord, MatchRecord, StoredCheckpoint
 
 LOG_STYLES = {"phase": "bold", "error": "red", "log": ""}
 
@@ -51,8 +52,8 @@ class LiveScreen(Screen):
     def __init__(self, match_id: int) -> None:
         super().__init__()
         self.match_id = match_id
-        self.match: MatchInfo | None = None
-        self.points: list[Point] = []
+        self.match: MatchRecord | None = None
+        self.points: list[StoredCheckpoint] = []
         self.last_event = 0
         self.phase_started: datetime | None = None
         self.cancel_sent = False
@@ -108,7 +109,7 @@ class LiveScreen(Screen):
         m = self.match
         self.query_one(CurvePlot).show([Curves("", tuple(self.points), m.defender_accuracy, m.query_budget)])
 
-    def _add_events(self, events: list[Event]) -> None:
+    def _add_events(self, events: list[EventRecord]) -> None:
         log = self.query_one("#live-log", RichLog)
         for event in events:
             if event.id <= self.last_event:

@@ -1,9 +1,9 @@
 """The new-match form: every name is picked from what the registries offer.
 
-Cheap checks run as you type; on start, `arena run --enqueue` validates the rest in a child
-process (data available, budget fits the pool, device present) and its one-line error is shown
-under the field it names. A valid match is queued, a detached worker plays it, and the live
-view opens.
+Cheap checks run as you type; on start, `arena run --enqueue --format json` validates the rest
+in a child process (data available, budget fits the pool, device present); a refusal comes back
+as `{"error": {"field", "message"}}` and its message is shown under that field. A valid match
+is queued, a detached worker plays it, and the live view opens.
 """
 
 from __future__ import annotations

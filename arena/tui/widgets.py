@@ -11,7 +11,7 @@ from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from arena.render import fmt
-from arena.tui.data import Point
+from storage.records import StoredCheckpoint
 
 # Line colours per match (A, B) and their NO_COLOR markers (shapes instead of colours).
 COLOURS = (("cyan", "magenta"), ("yellow", "red"))
@@ -25,7 +25,7 @@ class Curves:
     """One match's curves as the plot needs them."""
 
     label: str  # "" for a single match, "A"/"B" when comparing
-    points: tuple[Point, ...]
+    points: tuple[StoredCheckpoint, ...]
     reference: float | None  # the defender's clean accuracy
     budget: int
 

@@ -6,22 +6,15 @@ stays the oracle's: one image = one query, refused whole when a batch would cros
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engines.attackers.base import AttackContext
+from engines.data.base import to_floats
 from engines.errors import ArenaError
 from engines.oracle import Oracle, answers_to_targets
-from engines.training import iterate_batches
-
-
-def to_floats(images: torch.Tensor) -> torch.Tensor:
-    """uint8 or float images -> float32 in [0, 1]."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+from engines.training import LossFn, TrainConfig, Validation, cross_entropy_loss, fit
 
 
 def query_all(oracle: Oracle, images: torch.Tensor, ctx: AttackContext, chunk: int = 256) -> torch.Tensor:
@@ -48,29 +41,16 @@ def targets_from_answers(answers: torch.Tensor, oracle: Oracle) -> torch.Tensor:
     return answers_to_targets(answers, oracle.label_mode, oracle.num_classes)
 
 
-def clone_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against labels (N,) or probability targets (N, C)."""
-    if targets.ndim == 1:
-        return F.cross_entropy(logits, targets)
-    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-
-
 def kl_to_probs(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """KL(p || softmax(logits)), batch mean (MAZE's clone loss); exact for p with zeros."""
     return F.kl_div(F.log_softmax(logits, dim=1), probs, reduction="batchmean")
 
 
-@torch.no_grad()
-def clone_probs(clone: nn.Module, images: torch.Tensor, ctx: AttackContext, chunk: int = 1024) -> torch.Tensor:
-    """Softmax outputs of the clone (eval mode) on uint8/float images; on CPU."""
-    was_training = clone.training
-    clone.eval()
-    out = [
-        torch.softmax(clone(to_floats(images[i : i + chunk]).to(ctx.device)).float(), 1).cpu()
-        for i in range(0, len(images), chunk)
-    ]
-    clone.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0)
+def centred_log_probs(probs: torch.Tensor, floor: float) -> torch.Tensor:
+    """log(max(p, floor)) minus its row mean: a logit-like target recovered from probabilities
+    (DFME's stand-in for the victim's logits with floor 1e-12; `logp-clone`'s regression target)."""
+    log_p = probs.clamp_min(floor).log()
+    return log_p - log_p.mean(1, keepdim=True)
 
 
 def train_clone(
@@ -78,60 +58,31 @@ def train_clone(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     seed_offset: int,
+    cfg: TrainConfig,
     *,
     arch: str | None,
-    epochs: int,
-    min_steps: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = clone_loss,
-    optimizer: str = "sgd",
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
-    patience: int | None = None,
-    clone: nn.Module | None = None,
+    min_steps: int = 0,
+    loss_fn: LossFn = cross_entropy_loss,
+    val: Validation | None = None,
 ) -> nn.Module:
-    """Train a clone (fresh unless `clone` is given) on (inputs, targets) with `loss_fn`.
+    """A fresh clone, initialised from the match seed and `seed_offset`, trained by `fit`.
 
-    SGD (or Adam) with a cosine schedule over max(epochs, enough epochs for `min_steps`
-    steps). With `val` = (images, victim labels), the weights with the best validation
-    agreement are kept and training stops after `patience` epochs without improvement
-    (ActiveThief's early stopping on a query-labelled validation set)."""
-    generator = ctx.generator(seed_offset)
-    if clone is None:
-        torch.manual_seed(ctx.seed * 7919 + seed_offset)  # fresh, reproducible initialisation
-        clone = ctx.build_clone(arch)
-    steps_per_epoch = math.ceil(len(inputs) / batch_size)
-    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    if optimizer == "adam":
-        opt = torch.optim.Adam(clone.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(clone.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    best, best_state, stale = -1.0, None, 0
-    for _ in range(epochs):
-        ctx.should_stop()
-        clone.train()
-        for idx in iterate_batches(len(inputs), batch_size, generator):
-            x = to_floats(inputs[idx]).to(ctx.device)
-            loss = loss_fn(clone(x), targets[idx].to(ctx.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if val is not None:
-            agreement = (clone_probs(clone, val[0], ctx).argmax(1) == val[1]).float().mean().item()
-            if agreement > best:
-                best, stale = agreement, 0
-                best_state = {k: v.detach().clone() for k, v in clone.state_dict().items()}
-            else:
-                stale += 1
-                if patience is not None and stale >= patience:
-                    break
-    if best_state is not None:
-        clone.load_state_dict(best_state)
-    clone.eval()
+    The batch order is drawn from `ctx.generator(seed_offset)`, so retraining at another
+    checkpoint (another offset) is independent of this one."""
+    torch.manual_seed(ctx.seed * 7919 + seed_offset)  # fresh, reproducible initialisation
+    clone = ctx.build_clone(arch)
+    fit(
+        clone,
+        inputs,
+        targets,
+        cfg,
+        ctx.device,
+        ctx.generator(seed_offset),
+        val=val,
+        should_stop=ctx.should_stop,
+        loss_fn=loss_fn,
+        min_steps=min_steps,
+    )
     return clone
 
 

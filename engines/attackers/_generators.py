@@ -11,6 +11,7 @@ from torch import nn
 
 
 def to_pixels(pre: torch.Tensor) -> torch.Tensor:
+    """Generator pre-activation -> image in [0, 1] (tanh rescaled)."""
     return (torch.tanh(pre) + 1) / 2
 
 
@@ -18,24 +19,34 @@ class UpsampleGenerator(nn.Module):
     """MAZE's `conv3_gen` layout: linear -> BN -> [up, conv, BN, LeakyReLU] x 2 -> conv -> BN.
 
     `width` is the channel count of the last hidden block (the reference uses 64, i.e.
-    128-128-64 channels); the output BatchNorm is affine as in the reference."""
+    128-128-64 channels); the output BatchNorm is affine as in the reference. DFME's generator
+    (from the data-free distillation literature) is the same layout with bias-free hidden
+    convolutions and a non-affine output BatchNorm: `conv_bias=False, affine_output=False`."""
 
-    def __init__(self, nz: int, width: int, channels: int, image_size: int = 32):
+    def __init__(
+        self,
+        nz: int,
+        width: int,
+        channels: int,
+        image_size: int = 32,
+        conv_bias: bool = True,
+        affine_output: bool = True,
+    ):
         super().__init__()
         self.start = image_size // 4
         self.project = nn.Linear(nz, 2 * width * self.start**2)
         self.body = nn.Sequential(
             nn.BatchNorm2d(2 * width),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=conv_bias),
             nn.BatchNorm2d(2 * width),
             nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1),
+            nn.Conv2d(2 * width, width, 3, padding=1, bias=conv_bias),
             nn.BatchNorm2d(width),
             nn.LeakyReLU(0.2),
             nn.Conv2d(width, channels, 3, padding=1),
-            nn.BatchNorm2d(channels),
+            nn.BatchNorm2d(channels, affine=affine_output),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,11 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from engines.attackers._common import answer_labels, clone_probs, query_all, targets_from_answers, train_clone
+from engines.attackers._common import answer_labels, query_all, targets_from_answers, train_clone
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
 from engines.oracle import Oracle
+from engines.training import TrainConfig, Validation, predict_probs
 
 
 class ActiveThiefParams(AttackerParams):
@@ -79,6 +80,9 @@ class _ActiveThief(Attacker):
     bound_by_pool = True
     Params = ActiveThiefParams
     strategy: ClassVar[str] = ""
+    smoke_params = {"iterations": 3, "epochs": 2, "min_steps": 4, "patience": 2}
+    smoke_budget = 60
+    smoke_label_mode = "soft"
 
     def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
         super().validate(label_mode, query_budget, pool_size)
@@ -100,9 +104,9 @@ class _ActiveThief(Attacker):
 
     def select(self, clone, remaining: torch.Tensor, labelled: torch.Tensor, k: int, ctx: AttackContext) -> list[int]:
         pool = ctx.pool.images
-        probs = clone_probs(clone, pool[remaining], ctx)
+        probs = predict_probs(clone, pool[remaining], ctx.device)
         if self.strategy == "kcenter":
-            return kcenter_greedy(probs, clone_probs(clone, pool[labelled], ctx), k)
+            return kcenter_greedy(probs, predict_probs(clone, pool[labelled], ctx.device), k)
         return entropy_top(probs, k)
 
     def run(self, oracle: Oracle, ctx: AttackContext):
@@ -113,9 +117,19 @@ class _ActiveThief(Attacker):
         val_idx, labelled = order[:val_n], order[val_n : val_n + seed_n]
         remaining = order[val_n + seed_n :]
         val = None
-        if val_n:
-            val = (pool[val_idx], answer_labels(query_all(oracle, pool[val_idx], ctx), oracle.label_mode))
+        if val_n:  # early stopping on agreement with the API's labels; ties keep the earlier epoch
+            labels = answer_labels(query_all(oracle, pool[val_idx], ctx), oracle.label_mode)
+            val = Validation(pool[val_idx], labels, metric="agreement", patience=p.patience, ties="earlier")
         answers = query_all(oracle, pool[labelled], ctx)
+        recipe = TrainConfig(
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            optimizer="adam",
+            lr=p.lr,
+            weight_decay=p.weight_decay,
+            schedule="cosine",
+            augment=False,
+        )
         per_round = [selectable // p.iterations] * p.iterations
         per_round[-1] += selectable - sum(per_round)
         clone = None
@@ -126,16 +140,10 @@ class _ActiveThief(Attacker):
                 pool[labelled],
                 targets_from_answers(answers, oracle),
                 100 + it,
+                recipe,
                 arch=p.clone_arch,
-                epochs=p.epochs,
                 min_steps=p.min_steps,
-                batch_size=p.batch_size,
-                lr=p.lr,
-                momentum=0.0,
-                weight_decay=p.weight_decay,
-                optimizer="adam",
                 val=val,
-                patience=p.patience,
             )
             ctx.progress(oracle.queries_used, oracle.query_budget, f"iteration {it}: {len(labelled)} labelled images")
             ctx.checkpoint_if_due(clone, oracle.queries_used, force=it == p.iterations)
@@ -161,3 +169,4 @@ class ActiveThiefKCenter(_ActiveThief):
 class ActiveThiefUncertainty(_ActiveThief):
     description = "ActiveThief, max-entropy (uncertainty) selection from the pool (data-based; soft/hard/top-k)"
     strategy = "uncertainty"
+    smoke_label_mode = "topk"

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torchvision.transforms import v2
 
-from engines.attackers._common import answer_labels, query_all, targets_from_answers, train_clone
-from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams
+from engines.attackers._common import answer_labels, centred_log_probs
+from engines.attackers.base import ATTACKERS, AttackContext
+from engines.attackers.knockoff import KnockoffParams, KnockoffRandom
 from engines.oracle import Oracle
 
 
@@ -54,67 +54,14 @@ class AugmentedParams(KnockoffParams):
     grayscale_p: float = Field(0.2, ge=0, le=1)
 
 
-def centred_log_probs(probs: torch.Tensor, floor: float) -> torch.Tensor:
-    log_p = probs.clamp_min(floor).log()
-    return log_p - log_p.mean(1, keepdim=True)
-
-
 def centred_logit_mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(logits - logits.mean(1, keepdim=True), target)
 
 
-class _PoolKnockoff(Attacker):
-    """Shared loop: buy answers in order up to each checkpoint, retrain a clone from scratch."""
-
-    family = "data-based"
-    default_budget = 1200
-    Params = KnockoffParams
-    bound_by_pool = True
-    base_attack = "knockoff"  # each variant adapts KnockoffNets to a defence
-
-    def query_images(self, ctx: AttackContext, count: int) -> torch.Tensor:
-        """The uint8 images this attacker will ask about, in order."""
-        order = torch.randperm(len(ctx.pool), generator=ctx.generator(1))[:count]
-        return ctx.pool.images[order]  # labels of the pool are never read
-
-    def training_targets(self, answers: torch.Tensor, oracle: Oracle) -> torch.Tensor:
-        return targets_from_answers(answers, oracle)
-
-    loss_fn = None  # default: cross-entropy / soft cross-entropy
-
-    def run(self, oracle: Oracle, ctx: AttackContext):
-        p = self.params
-        images = self.query_images(ctx, oracle.query_budget)
-        answers: list[torch.Tensor] = []
-        clone = None
-        for index, target in enumerate(ctx.checkpoints):
-            if oracle.queries_used < target:
-                answers.append(query_all(oracle, images[oracle.queries_used : target], ctx, chunk=p.query_batch))
-            bought = oracle.queries_used
-            targets = self.training_targets(torch.cat(answers), oracle)
-            ctx.progress(bought, oracle.query_budget, f"training clone on {bought} answers")
-            extra = {"loss_fn": type(self).loss_fn} if type(self).loss_fn is not None else {}
-            clone = train_clone(
-                ctx,
-                images[:bought],
-                targets,
-                100 + index,
-                arch=p.clone_arch,
-                epochs=p.epochs,
-                min_steps=p.min_steps,
-                batch_size=p.batch_size,
-                lr=p.lr,
-                momentum=p.momentum,
-                weight_decay=p.weight_decay,
-                **extra,
-            )
-            ctx.checkpoint_if_due(clone, bought)
-        return clone
-
-
 @ATTACKERS.register("argmax-clone")
-class ArgmaxClone(_PoolKnockoff):
+class ArgmaxClone(KnockoffRandom):
     description = "adaptive: KnockoffNets sampling, clone trained on argmax labels (undoes probability perturbation)"
+    base_attack = "knockoff"  # adapts KnockoffNets to a defence
     label_modes = frozenset({"soft", "topk", "hard"})
 
     def training_targets(self, answers: torch.Tensor, oracle: Oracle) -> torch.Tensor:
@@ -122,15 +69,15 @@ class ArgmaxClone(_PoolKnockoff):
 
 
 @ATTACKERS.register("logp-clone")
-class LogpClone(_PoolKnockoff):
+class LogpClone(KnockoffRandom):
     description = "adaptive: KnockoffNets sampling, clone logits regressed on centred log(p) of the answers (soft)"
+    base_attack = "knockoff"  # adapts KnockoffNets to a defence
     label_modes = frozenset({"soft"})
     Params = LogpParams
+    loss_fn = staticmethod(centred_logit_mse)
 
     def training_targets(self, answers: torch.Tensor, oracle: Oracle) -> torch.Tensor:
         return centred_log_probs(answers.float(), self.params.log_floor)
-
-    loss_fn = staticmethod(centred_logit_mse)
 
 
 def augmentation_chain(channels: int, p: AugmentedParams) -> v2.Compose:
@@ -148,12 +95,15 @@ def augmentation_chain(channels: int, p: AugmentedParams) -> v2.Compose:
 
 
 @ATTACKERS.register("augmented-queries")
-class AugmentedQueries(_PoolKnockoff):
+class AugmentedQueries(KnockoffRandom):
     description = "adaptive: queries pool images augmented by MISLEADER's own query augmentation (data-based)"
+    base_attack = "knockoff"  # adapts KnockoffNets to a defence
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 3600
     Params = AugmentedParams
     bound_by_pool = False
+    smoke_label_mode = "hard"
+    smoke_budget = 50
 
     def query_images(self, ctx: AttackContext, count: int) -> torch.Tensor:
         pool = ctx.pool.images  # labels never read

@@ -92,6 +92,12 @@ class Attacker(ABC):
     # perturbation this variant undoes, i.e. where it beats its base attack).
     base_attack: ClassVar[str | None] = None
     Params: ClassVar[type[AttackerParams]] = AttackerParams
+    # Tiny settings for tests/test_registry_walk.py, which plays every registered attacker
+    # with them. Deliberately no defaults: an attacker that does not declare them fails that
+    # test by name, so no entry passes untested.
+    smoke_params: ClassVar[dict]  # tiny Params values (few epochs/steps)
+    smoke_budget: ClassVar[int]  # a tiny query budget the attack spends exactly
+    smoke_label_mode: ClassVar[str]  # one of its label_modes
 
     def __init__(self, params: AttackerParams):
         self.params = params

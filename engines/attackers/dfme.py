@@ -34,9 +34,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from engines.attackers._common import centred_log_probs
+from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
 from engines.oracle import Oracle
+from engines.training import train_step
+
+API_LOG_FLOOR = 1e-12  # log(clamp(p, 1e-12)): DFME's stand-in for the victim's logits
 
 
 class DfmeParams(AttackerParams):
@@ -54,44 +59,6 @@ class DfmeParams(AttackerParams):
     lr_gamma: float = Field(0.3, gt=0)
 
 
-class DfmeGenerator(nn.Module):
-    """Upsampling generator from the data-free distillation literature, sized to the image."""
-
-    def __init__(self, nz: int, width: int, channels: int, image_size: int = 32):
-        super().__init__()
-        self.init_size = image_size // 4
-        self.project = nn.Linear(nz, 2 * width * self.init_size**2)
-        self.body = nn.Sequential(
-            nn.BatchNorm2d(2 * width),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width),
-            nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, channels, 3, padding=1),
-            nn.BatchNorm2d(channels, affine=False),
-        )
-
-    def forward(self, z: torch.Tensor, pre_activation: bool = False) -> torch.Tensor:
-        out = self.project(z).view(z.shape[0], -1, self.init_size, self.init_size)
-        out = self.body(out)
-        return out if pre_activation else to_pixels(out)
-
-
-def to_pixels(pre: torch.Tensor) -> torch.Tensor:
-    """Generator pre-activation -> image in [0, 1] (tanh rescaled)."""
-    return (torch.tanh(pre) + 1) / 2
-
-
-def api_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Mean-centred log-probabilities: DFME's stand-in for the victim's logits."""
-    log_p = probs.clamp_min(1e-12).log()
-    return log_p - log_p.mean(dim=1, keepdim=True)
-
-
 def estimate_generator_gradient(pre: torch.Tensor, clone: nn.Module, oracle: Oracle, m: int, epsilon: float):
     """Forward-difference estimate of d(-L1(clone, API))/d(pre-activation), and that loss.
 
@@ -104,7 +71,7 @@ def estimate_generator_gradient(pre: torch.Tensor, clone: nn.Module, oracle: Ora
         directions = directions / directions.norm(dim=2, keepdim=True)
         points = torch.cat([pre.view(n, 1, dim) + epsilon * directions, pre.view(n, 1, dim)], dim=1)
         points = to_pixels(points.view(n * (m + 1), *pre.shape[1:]))
-        victim = api_logits(oracle.query(points))
+        victim = centred_log_probs(oracle.query(points), API_LOG_FLOOR)
         student = clone(points)
         loss = -F.l1_loss(student, victim, reduction="none").mean(dim=1).view(n, m + 1)
         differences = (loss[:, :-1] - loss[:, -1:]) / epsilon  # (n, m)
@@ -120,6 +87,9 @@ class Dfme(Attacker):
     label_modes = frozenset({"soft"})
     default_budget = 120_000
     Params = DfmeParams
+    smoke_params = {"batch_size": 16, "generator_width": 8, "nz": 16}
+    smoke_budget = 2 * 16 * (1 * 2 + 5)  # two whole iterations: DFME spends no partial one
+    smoke_label_mode = "soft"
 
     def queries_per_iteration(self) -> int:
         p = self.params
@@ -143,7 +113,10 @@ class Dfme(Attacker):
             )
         channels = ctx.image_shape[0]
         torch.manual_seed(ctx.seed * 7919 + 1)
-        generator = DfmeGenerator(p.nz, p.generator_width, channels, ctx.image_shape[1]).to(ctx.device)
+        # the data-free distillation generator: bias-free hidden convolutions, non-affine output norm
+        generator = UpsampleGenerator(
+            p.nz, p.generator_width, channels, ctx.image_shape[1], conv_bias=False, affine_output=False
+        ).to(ctx.device)
         clone = ctx.build_clone(p.clone_arch)
         opt_clone = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=0.9, weight_decay=p.weight_decay)
         opt_gen = torch.optim.Adam(generator.parameters(), lr=p.lr_generator)
@@ -161,7 +134,7 @@ class Dfme(Attacker):
             generator.train()
             clone.eval()
             for _ in range(p.g_iter):
-                pre = generator(sample_z(), pre_activation=True)
+                pre = generator(sample_z())
                 grad, _ = estimate_generator_gradient(pre, clone, oracle, p.grad_m, p.grad_epsilon)
                 opt_gen.zero_grad(set_to_none=True)
                 pre.backward(grad)
@@ -169,12 +142,9 @@ class Dfme(Attacker):
             clone.train()
             for _ in range(p.d_iter):
                 with torch.no_grad():
-                    fake = generator(sample_z())
-                target = api_logits(oracle.query(fake))
-                loss = F.l1_loss(clone(fake), target)
-                opt_clone.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_clone.step()
+                    fake = to_pixels(generator(sample_z()))
+                target = centred_log_probs(oracle.query(fake), API_LOG_FLOOR)
+                loss = train_step(clone, F.l1_loss, fake, target, opt_clone)  # schedule: per iteration
             sched_clone.step()
             sched_gen.step()
             ctx.progress(

@@ -59,11 +59,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import ReplayBuffer, clone_loss, query_all, targets_from_answers, to_floats
+from engines.attackers._common import ReplayBuffer, query_all, targets_from_answers
 from engines.attackers._generators import DcganDiscriminator, DcganGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
+from engines.data.base import to_floats
 from engines.errors import ArenaError
 from engines.oracle import Oracle
+from engines.training import TrainConfig, cross_entropy_loss, fit, make_optimizer, make_scheduler, train_step
 
 
 class DfmsParams(AttackerParams):
@@ -156,6 +158,8 @@ class _Dfms(Attacker):
     family = "data-free"
     default_budget = 30_000
     Params = DfmsParams
+    smoke_params = {"proxy_size": 64, "gan_steps": 3, "gan_width": 4, "batch_size": 8, "warmup_epochs": 1, "nz": 8}
+    smoke_budget = 61
 
     def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
         super().validate(label_mode, query_budget, pool_size)
@@ -195,27 +199,37 @@ class _Dfms(Attacker):
         steps_total = math.ceil(oracle.remaining / p.batch_size) * (1 + p.replay_steps) + p.warmup_epochs * math.ceil(
             max(1, warm) / p.batch_size
         )
-        opt_c = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=p.momentum, weight_decay=p.weight_decay)
-        sched_c = torch.optim.lr_scheduler.CosineAnnealingLR(opt_c, T_max=max(1, steps_total))
+        # one optimizer and one cosine schedule over the warm start and the main loop's steps
+        recipe = TrainConfig(
+            epochs=p.warmup_epochs,
+            batch_size=p.batch_size,
+            lr=p.lr_clone,
+            momentum=p.momentum,
+            weight_decay=p.weight_decay,
+            schedule="cosine",
+            augment=False,
+        )
+        opt_c = make_optimizer(clone.parameters(), recipe)
+        sched_c = make_scheduler(opt_c, recipe, steps_total)
 
         def clone_step(x: torch.Tensor, targets: torch.Tensor) -> float:
             clone.train()
-            loss = clone_loss(clone(x.to(ctx.device)), targets.to(ctx.device))
-            opt_c.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_c.step()
-            sched_c.step()
+            loss = train_step(clone, cross_entropy_loss, x.to(ctx.device), targets.to(ctx.device), opt_c, sched_c)
             return loss.item()
 
         if warm:
             targets = self.targets(answers, oracle)
-            for _ in range(p.warmup_epochs):
-                ctx.should_stop()
-                order = torch.randperm(len(inputs), generator=batches)
-                for start in range(0, len(inputs), p.batch_size):
-                    idx = order[start : start + p.batch_size]
-                    clone_step(inputs[idx], targets[idx])
-            clone.eval()
+            fit(
+                clone,
+                inputs,
+                targets,
+                recipe,
+                ctx.device,
+                batches,
+                should_stop=ctx.should_stop,
+                optimizer=opt_c,
+                scheduler=sched_c,
+            )
             ctx.checkpoint_if_due(clone, oracle.queries_used)
 
         memory = ReplayBuffer(p.replay_capacity)
@@ -269,9 +283,12 @@ class _Dfms(Attacker):
 class DfmsHardLabel(_Dfms):
     description = "DFMS-HL, data-free: proxy GAN + class-diversity generator, clone on API labels (hard)"
     label_modes = frozenset({"hard"})
+    smoke_label_mode = "hard"
 
 
 @ATTACKERS.register("dfms-sl")
 class DfmsSoftLabel(_Dfms):
     description = "DFMS-SL, data-free: proxy GAN + class-diversity generator, clone on API probabilities (soft)"
     label_modes = frozenset({"soft"})
+    smoke_params = {**_Dfms.smoke_params, "proxy": "pool"}
+    smoke_label_mode = "soft"

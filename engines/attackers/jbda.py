@@ -27,16 +27,15 @@ are not scored on a barely trained clone.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import Field
 
-from engines.attackers._common import answer_labels, clone_loss, query_all, targets_from_answers, to_floats
+from engines.attackers._common import answer_labels, query_all, targets_from_answers
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
+from engines.data.base import to_floats
 from engines.errors import ArenaError
 from engines.oracle import Oracle
-from engines.training import iterate_batches
+from engines.training import TrainConfig, fit, make_optimizer
 
 
 class JbdaParams(AttackerParams):
@@ -76,6 +75,9 @@ class Jbda(Attacker):
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 3200
     Params = JbdaParams
+    smoke_params = {"num_seeds": 10, "epochs_per_round": 1, "min_steps_per_round": 2}
+    smoke_budget = 75
+    smoke_label_mode = "hard"
 
     def validate(self, label_mode: str, query_budget: int, pool_size: int) -> None:
         super().validate(label_mode, query_budget, pool_size)
@@ -93,13 +95,33 @@ class Jbda(Attacker):
         answers = query_all(oracle, data, ctx)
         torch.manual_seed(ctx.seed * 7919 + 1)
         clone = ctx.build_clone(p.clone_arch)
-        opt = torch.optim.SGD(clone.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        # one optimizer for every round (its momentum carries over), constant learning rate
+        recipe = TrainConfig(
+            epochs=p.epochs_per_round,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            momentum=p.momentum,
+            weight_decay=p.weight_decay,
+            schedule="constant",
+            augment=False,
+        )
+        opt = make_optimizer(clone.parameters(), recipe)
         batches = ctx.generator(2)
         pick = ctx.generator(3)
         round_index = 0
         while True:
             targets = targets_from_answers(answers, oracle)
-            self._train_round(clone, opt, data, targets, batches, ctx)
+            fit(
+                clone,
+                data,
+                targets,
+                recipe,
+                ctx.device,
+                batches,
+                should_stop=ctx.should_stop,
+                min_steps=p.min_steps_per_round,
+                optimizer=opt,
+            )
             ctx.progress(oracle.queries_used, oracle.query_budget, f"round {round_index + 1}: {len(data)} images")
             ctx.checkpoint_if_due(clone, oracle.queries_used)
             if oracle.remaining == 0:
@@ -117,17 +139,3 @@ class Jbda(Attacker):
             round_index += 1
         self.rounds = round_index + 1
         return clone
-
-    def _train_round(self, clone, opt, data, targets, generator, ctx: AttackContext) -> None:
-        p = self.params
-        steps_per_epoch = math.ceil(len(data) / p.batch_size)
-        epochs = max(p.epochs_per_round, math.ceil(p.min_steps_per_round / steps_per_epoch))
-        clone.train()
-        for _ in range(epochs):
-            ctx.should_stop()
-            for idx in iterate_batches(len(data), p.batch_size, generator):
-                loss = clone_loss(clone(data[idx].to(ctx.device)), targets[idx].to(ctx.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        clone.eval()

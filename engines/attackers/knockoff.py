@@ -15,14 +15,15 @@ test accuracy against 94.4 % at 0.9 (same victim, seed and steps).
 
 from __future__ import annotations
 
-import math
+from typing import ClassVar
 
 import torch
 from pydantic import Field
 
+from engines.attackers._common import query_all, targets_from_answers, train_clone
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
-from engines.oracle import Oracle, answers_to_targets
-from engines.training import TrainConfig, fit
+from engines.oracle import Oracle
+from engines.training import LossFn, TrainConfig, cross_entropy_loss
 
 
 class KnockoffParams(AttackerParams):
@@ -35,15 +36,10 @@ class KnockoffParams(AttackerParams):
     query_batch: int = Field(256, ge=1)
 
 
-def train_clone_on_answers(
-    attacker_params: KnockoffParams, ctx: AttackContext, inputs: torch.Tensor, targets: torch.Tensor, seed_offset: int
-):
-    """Train a fresh clone on (images, oracle targets) with the KnockoffNets recipe."""
-    p = attacker_params
-    steps_per_epoch = math.ceil(len(inputs) / p.batch_size)
-    epochs = max(p.epochs, math.ceil(p.min_steps / steps_per_epoch))
-    cfg = TrainConfig(
-        epochs=epochs,
+def knockoff_train_config(p: KnockoffParams) -> TrainConfig:
+    """The KnockoffNets clone recipe: SGD, cosine schedule, no augmentation."""
+    return TrainConfig(
+        epochs=p.epochs,
         batch_size=p.batch_size,
         optimizer="sgd",
         lr=p.lr,
@@ -52,36 +48,54 @@ def train_clone_on_answers(
         schedule="cosine",
         augment=False,
     )
-    torch.manual_seed(ctx.seed * 7919 + seed_offset)  # fresh, reproducible initialisation
-    clone = ctx.build_clone(p.clone_arch)
-    fit(clone, inputs, targets, cfg, ctx.device, ctx.generator(seed_offset), should_stop=ctx.should_stop)
-    return clone
 
 
 @ATTACKERS.register("knockoff")
 class KnockoffRandom(Attacker):
+    """Buys answers in pool order up to each checkpoint and retrains a clone from scratch.
+
+    Subclasses (the adaptive attackers) change what is asked (`query_images`), what the clone
+    learns from the answers (`training_targets`) and with which loss (`loss_fn`)."""
+
     description = "KnockoffNets, random sampling from the query pool (data-based; soft/hard/top-k)"
     family = "data-based"
     label_modes = frozenset({"soft", "hard", "topk"})
     default_budget = 1200
     bound_by_pool = True
     Params = KnockoffParams
+    loss_fn: ClassVar[LossFn] = staticmethod(cross_entropy_loss)
+    smoke_params = {"epochs": 1, "min_steps": 4}
+    smoke_budget = 40
+    smoke_label_mode = "soft"
+
+    def query_images(self, ctx: AttackContext, count: int) -> torch.Tensor:
+        """The uint8 images this attacker will ask about, in order."""
+        order = torch.randperm(len(ctx.pool), generator=ctx.generator(1))[:count]
+        return ctx.pool.images[order]  # labels of the pool are never read
+
+    def training_targets(self, answers: torch.Tensor, oracle: Oracle) -> torch.Tensor:
+        return targets_from_answers(answers, oracle)
 
     def run(self, oracle: Oracle, ctx: AttackContext):
-        order = torch.randperm(len(ctx.pool), generator=ctx.generator(1))[: oracle.query_budget]
-        images = ctx.pool.images[order]  # uint8; labels of the pool are never read
+        p = self.params
+        images = self.query_images(ctx, oracle.query_budget)
         answers: list[torch.Tensor] = []
         clone = None
         for index, target in enumerate(ctx.checkpoints):
-            while oracle.queries_used < target:
-                ctx.should_stop()
-                start = oracle.queries_used
-                stop = min(target, start + self.params.query_batch)
-                batch = images[start:stop].float().div_(255.0).to(ctx.device)
-                answers.append(oracle.query(batch).cpu())
+            if oracle.queries_used < target:
+                answers.append(query_all(oracle, images[oracle.queries_used : target], ctx, chunk=p.query_batch))
             bought = oracle.queries_used
-            targets = answers_to_targets(torch.cat(answers), oracle.label_mode, oracle.num_classes)
+            targets = self.training_targets(torch.cat(answers), oracle)
             ctx.progress(bought, oracle.query_budget, f"training clone on {bought} answers")
-            clone = train_clone_on_answers(self.params, ctx, images[:bought], targets, seed_offset=100 + index)
+            clone = train_clone(
+                ctx,
+                images[:bought],
+                targets,
+                100 + index,
+                knockoff_train_config(p),
+                arch=p.clone_arch,
+                min_steps=p.min_steps,
+                loss_fn=self.loss_fn,
+            )
             ctx.checkpoint_if_due(clone, bought)
         return clone

@@ -42,18 +42,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import (
-    answer_labels,
-    clone_loss,
-    flat_pixels,
-    kmeans,
-    query_all,
-    targets_from_answers,
-    to_floats,
-)
+from engines.attackers._common import answer_labels, flat_pixels, kmeans, query_all, targets_from_answers, train_clone
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams, train_clone_on_answers
+from engines.attackers.knockoff import KnockoffParams, knockoff_train_config
+from engines.data.base import to_floats
 from engines.oracle import Oracle
+from engines.training import cross_entropy_loss, make_optimizer, train_step
 
 
 class KnockoffAdaptiveParams(KnockoffParams):
@@ -125,6 +119,9 @@ class KnockoffAdaptive(Attacker):
     default_budget = 600
     bound_by_pool = True
     Params = KnockoffAdaptiveParams
+    smoke_params = {"epochs": 1, "min_steps": 4}
+    smoke_budget = 50
+    smoke_label_mode = "soft"
 
     def run(self, oracle: Oracle, ctx: AttackContext):
         p = self.params
@@ -145,9 +142,8 @@ class KnockoffAdaptive(Attacker):
 
         torch.manual_seed(ctx.seed * 7919 + 5)
         online = ctx.build_clone(p.clone_arch)
-        online_opt = torch.optim.SGD(
-            online.parameters(), lr=p.online_lr, momentum=p.momentum, weight_decay=p.weight_decay
-        )
+        recipe = knockoff_train_config(p)
+        online_opt = make_optimizer(online.parameters(), recipe.model_copy(update={"lr": p.online_lr}))
 
         chosen: list[int] = []
         actions: list[int] = []
@@ -188,10 +184,7 @@ class KnockoffAdaptive(Attacker):
                         reward = float(raw[{"cert": 0, "div": 1, "loss": 2}[p.reward]])
                     bandit.update(action, reward)
                 online.train()
-                loss = clone_loss(online(x), targets.to(ctx.device))
-                online_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                online_opt.step()
+                train_step(online, cross_entropy_loss, x, targets.to(ctx.device), online_opt)
                 chosen.extend(picks)
                 actions.extend(picked_actions)
                 answers.append(answer)
@@ -199,7 +192,15 @@ class KnockoffAdaptive(Attacker):
             bought = oracle.queries_used
             all_targets = targets_from_answers(torch.cat(answers), oracle)
             ctx.progress(bought, oracle.query_budget, f"training clone on {bought} answers")
-            clone = train_clone_on_answers(p, ctx, pool[torch.tensor(chosen)], all_targets, seed_offset=100 + index)
+            clone = train_clone(
+                ctx,
+                pool[torch.tensor(chosen)],
+                all_targets,
+                100 + index,
+                recipe,
+                arch=p.clone_arch,
+                min_steps=p.min_steps,
+            )
             ctx.checkpoint_if_due(clone, bought)
         counts = torch.bincount(torch.tensor(actions), minlength=p.num_actions).tolist()
         sizes = torch.bincount(clusters, minlength=p.num_actions).tolist()

@@ -46,6 +46,7 @@ from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
 from engines.oracle import Oracle
+from engines.training import train_step
 
 
 class MazeParams(AttackerParams):
@@ -99,6 +100,9 @@ class Maze(Attacker):
     label_modes = frozenset({"soft"})
     default_budget = 300_000
     Params = MazeParams
+    smoke_params = {"batch_size": 8, "ndirs": 2, "generator_width": 4, "nz": 8, "iter_exp": 2}
+    smoke_budget = 8 * (3 + 4) * 2 + 5  # two iterations and 5 queries left over for clone steps
+    smoke_label_mode = "soft"
 
     def iteration_cost(self) -> int:
         p = self.params
@@ -135,11 +139,7 @@ class Maze(Attacker):
 
         def clone_step(x: torch.Tensor, answers: torch.Tensor) -> float:
             clone.train()
-            loss = kl_to_probs(clone(x), answers)
-            opt_s.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_s.step()
-            return loss.item()
+            return train_step(clone, kl_to_probs, x, answers, opt_s).item()  # schedule: per iteration
 
         generator.train()
         for iteration in range(iterations):

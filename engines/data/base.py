@@ -15,6 +15,11 @@ from engines.registry import Registry
 IMAGE_SIZE = 32
 
 
+def to_floats(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (or float images already in [0, 1]) -> float32 in [0, 1]: the pixel space."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
 @dataclass
 class ImageSet:
     images: torch.Tensor  # uint8, (N, C, H, W)
@@ -31,8 +36,7 @@ class ImageSet:
 
     def floats(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images (all, or those at `index`) as float32 in [0, 1]."""
-        images = self.images if index is None else self.images[index]
-        return images.float().div_(255.0)
+        return to_floats(self.images if index is None else self.images[index])
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         return ImageSet(self.images[index], self.labels[index])

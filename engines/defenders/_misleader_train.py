@@ -15,11 +15,16 @@ batch order and x' order (its own torch.Generator), and they share only the epoc
 copy of the training split (augmenting once per epoch instead of once per member saves K-1
 passes of per-image torchvision transforms). Member k's seeds depend on (seed, k) only, so
 member 0 of an ablation matches member 0 of the full ensemble where their settings agree.
+
+Why this is not `engines.training.fit`: each member step is a joint objective over two models
+(the member's distillation term on x and its extraction term against a simulated attacker on
+x', which takes its own steps in between), with gradient clipping and loss scaling; `fit`
+trains one model on fixed (input, target) pairs. The loop reuses fit's parts instead: the
+optimizer and schedule builders, the seeded batch order, `to_floats` and keep-best selection.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -29,10 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.data.base import ImageSet
+from engines.data.base import ImageSet, to_floats
 from engines.defenders._misleader_augment import attacker_query_chain, augment_images, utility_train_chain
 from engines.models import build_model
-from engines.training import accuracy, iterate_batches
+from engines.training import (
+    BestWeights,
+    TrainConfig,
+    accuracy,
+    iterate_batches,
+    make_optimizer,
+    make_scheduler,
+    predict_probs,
+    top1_agreement,
+)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -95,8 +109,9 @@ class _Step:
 
     def __init__(self, model: nn.Module, lr: float, s: LoopSettings, total_steps: int, amp: bool):
         self.model = model
-        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(1, total_steps))
+        recipe = TrainConfig(lr=lr, momentum=s.momentum, weight_decay=s.weight_decay, schedule="cosine")
+        self.opt = make_optimizer(model.parameters(), recipe)
+        self.sched = make_scheduler(self.opt, recipe, total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.clip = s.clip
 
@@ -201,7 +216,7 @@ def train_members(
         member_steps.append(_Step(member, s.lr_member, s, total_steps, amp))
         attacker_steps.append(_Step(attacker, s.lr_attacker, s, total_steps, amp))
         generators.append(torch.Generator().manual_seed(member_seed(seed, k) + 1))
-    best = [{"val_accuracy": -1.0, "epoch": -1, "state": None} for _ in plans]
+    best = [BestWeights(ties="later") for _ in plans]
     history = [[] for _ in plans]
     for epoch in range(s.epochs):
         should_stop()
@@ -222,9 +237,9 @@ def train_members(
             sums = {"util": 0.0, "ext": 0.0, "attacker": 0.0, "batches": 0}
             for b, idx in enumerate(iterate_batches(n, s.batch_size, generators[k])):
                 q_idx = query_order[b * s.batch_size : (b + 1) * s.batch_size]
-                x = inputs[idx].float().div_(255.0).to(device)
+                x = to_floats(inputs[idx]).to(device)
                 y = train.labels[idx].to(device)
-                x_aug = queries[q_idx].float().div_(255.0).to(device)
+                x_aug = to_floats(queries[q_idx]).to(device)
                 a_loss = attacker_update(
                     member, attacker, x_aug, s.a_iter, s.attacker_update, attacker_steps[k], device, amp
                 )
@@ -243,8 +258,7 @@ def train_members(
                 **{f"mean_{key}": sums[key] / max(1, sums["batches"]) for key in ("util", "ext", "attacker")},
             }
             history[k].append(record)
-            if val_acc >= best[k]["val_accuracy"]:
-                best[k] = {"val_accuracy": val_acc, "epoch": epoch, "state": copy.deepcopy(member.state_dict())}
+            best[k].offer(member, val_acc, epoch)
             progress(
                 epoch * len(plans) + k + 1,
                 s.epochs * len(plans),
@@ -256,7 +270,7 @@ def train_members(
     report_members = []
     for k, plan in enumerate(plans):
         final_attacker_agreement = _agreement(members[k], attackers[k], val, device)
-        members[k].load_state_dict(best[k]["state"])
+        best[k].restore(members[k])
         members[k].eval()
         last = history[k][-1]
         report_members.append(
@@ -265,8 +279,8 @@ def train_members(
                 "lambda": plan.lam,
                 "T": plan.T,
                 "alpha": plan.alpha,
-                "val_accuracy": best[k]["val_accuracy"],
-                "best_epoch": best[k]["epoch"],
+                "val_accuracy": best[k].score,
+                "best_epoch": best[k].epoch,
                 "final_mean_util": last["mean_util"],
                 "final_mean_ext": last["mean_ext"],
                 "final_mean_attacker_loss": last["mean_attacker"],
@@ -279,11 +293,4 @@ def train_members(
 
 def _agreement(member: nn.Module, attacker: nn.Module, val: ImageSet, device: torch.device) -> float:
     """Top-1 agreement of the final simulated attacker with its (final) member on validation images."""
-    from engines.training import predict_probs
-
-    return (
-        (predict_probs(member, val.images, device).argmax(1) == predict_probs(attacker, val.images, device).argmax(1))
-        .float()
-        .mean()
-        .item()
-    )
+    return top1_agreement(attacker, val.images, predict_probs(member, val.images, device).argmax(1), device)

@@ -48,6 +48,10 @@ class Defender(ABC):
     # The clean-accuracy drop the defence's paper promises at most (None: no promise). The
     # leaderboard flags a defence whose served accuracy falls further below the victim's.
     utility_tolerance: ClassVar[float | None] = None
+    # Tiny Params values for tests/test_registry_walk.py ({} when the defaults are already
+    # cheap). Deliberately no default: a registered defender that does not declare them
+    # fails that test by name, so no entry passes untested.
+    smoke_params: ClassVar[dict]
 
     def __init__(self, params: BaseModel, ctx: DefenderContext):
         self.params = params

@@ -111,6 +111,7 @@ class Misleader(Defender):
     description = "MISLEADER: ensemble of students distilled from the victim against simulated attackers"
     utility_tolerance = 0.015  # the 1.5-point clean-accuracy target (docs/results.md)
     Params = MisleaderParams
+    smoke_params = {"epochs": 2, "batch_size": 32, "train_limit": 96}  # the ablations inherit it
 
     def plan(self) -> tuple[list[MemberPlan], LoopSettings]:
         """Resolve the preset and the overrides into member plans and loop settings."""

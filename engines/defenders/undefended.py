@@ -8,6 +8,7 @@ from engines.defenders.base import DEFENDERS, Defender
 @DEFENDERS.register("undefended")
 class Undefended(Defender):
     description = "no defence: serves the victim's own probabilities"
+    smoke_params = {}  # nothing to train
 
     def prepare(self) -> dict:
         self.ctx.victim.eval()
