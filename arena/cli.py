@@ -59,6 +59,9 @@ DbOption = typer.Option(None, "--db", help="SQLite path or SQLAlchemy URL (defau
 DataRootOption = typer.Option(
     None, "--data-root", help="folder with torchvision data sets (default $ARENA_DATA or ./data)"
 )
+ExecutorOption = typer.Option("local", "--executor", help="local (this machine) or ray (a Ray cluster)")
+WorkersOption = typer.Option(1, "--workers", min=1, help="local executor: matches played in parallel processes")
+RayAddressOption = typer.Option(None, "--ray-address", help="Ray cluster HOST:PORT (default: start one here)")
 CacheOption = typer.Option(None, "--cache-dir", help="artifact cache (default $ARENA_CACHE or ./.arena/cache)")
 
 
@@ -132,9 +135,15 @@ def run(
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="result format on stdout"),
     events: str | None = typer.Option(None, "--events", help="append JSON-lines match events to this file"),
     enqueue: bool = typer.Option(False, "--enqueue", help="only queue the matches, for `arena worker` processes"),
+    executor: str = ExecutorOption,
+    workers: int = WorkersOption,
+    ray_address: str | None = RayAddressOption,
 ) -> None:
     """Play a match, or a grid of matches. With no options: the default lineup on mnist5k."""
     from arena.config import build_specs, load_toml, parse_axis
+    from arena.executors import check_executor
+
+    check_executor(executor)
 
     file_fields = load_toml(config) if config else None
     axes = {
@@ -157,6 +166,10 @@ def run(
 
     runner.apply_thread_setting()
     runner.validate_batch(specs, env)  # everything checked before anything is written
+    if executor == "ray" and not enqueue:
+        from arena.executors import connect
+
+        connect(ray_address)
     engine = open_database(db)
     batch_id, ids = runner.enqueue(engine, specs)
     if enqueue:
@@ -167,7 +180,7 @@ def run(
             err=True,
         )
         return
-    statuses = _play(engine, ids, specs, env, output_format, events)
+    statuses = _dispatch(engine, db, ids, specs, env, output_format, events, executor, workers, ray_address)
     _print_results(engine, ids, output_format)
     if any(s != "done" for s in statuses):
         for match_id, status in zip(ids, statuses):
@@ -176,6 +189,21 @@ def run(
 
                 _err(f"match {match_id} failed: {queries.get_match(engine, match_id).error}")
         raise typer.Exit(1)
+
+
+def _dispatch(engine, db, ids, specs, env, output_format, events, executor, workers, ray_address) -> list[str]:
+    """Play queued matches with the chosen executor; returns their final statuses."""
+    from storage.engine import resolve_db_url
+
+    if executor == "ray":
+        from arena.executors import play_on_ray
+
+        return play_on_ray(resolve_db_url(db), ids, env, ray_address, on_done=_report_done)
+    if workers > 1:
+        from arena.executors import play_in_pool
+
+        return play_in_pool(resolve_db_url(db), ids, env, workers, on_done=_report_done)
+    return _play(engine, ids, specs, env, output_format, events)
 
 
 def _play(engine, ids, specs, env, output_format, events) -> list[str]:
@@ -402,9 +430,9 @@ def tournament(
         False, "--dry-run", help="print the plan (matches, artifacts, time) and write nothing"
     ),
     enqueue: bool = typer.Option(False, "--enqueue", help="only queue the missing matches, for `arena worker`"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
-    workers: int = typer.Option(1, "--workers", min=1, help="local executor: parallel worker processes"),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: start one)"),
+    executor: str = ExecutorOption,
+    workers: int = WorkersOption,
+    ray_address: str | None = RayAddressOption,
     db: str | None = DbOption,
     data_root: str | None = DataRootOption,
     cache_dir: str | None = CacheOption,
@@ -416,12 +444,15 @@ def tournament(
     from arena.executors import check_executor
     from arena.tournament import enqueue_plan, load_tournament, plan_tournament
     from storage import open_database
-    from storage.engine import resolve_db_url
 
     check_executor(executor)
     spec = load_tournament(spec_file)
     env = _env(data_root, cache_dir, download)
     runner.apply_thread_setting()
+    if executor == "ray" and not dry_run and not enqueue:
+        from arena.executors import connect
+
+        connect(ray_address)  # an unreachable cluster is refused before anything is written
     engine = open_database(db, write=not dry_run, create=not dry_run) if not dry_run or _db_exists(db) else None
     plan = plan_tournament(engine, spec, env)
     if dry_run:
@@ -439,16 +470,8 @@ def tournament(
             typer.echo(f"queued {len(match_ids)} match(es); run `arena worker` to play them", err=True)
         _print_results(engine, _tournament_ids(plan, match_ids), output_format)
         return
-    if executor == "ray":
-        from arena.executors import play_on_ray
-
-        statuses = play_on_ray(resolve_db_url(db), match_ids, env, ray_address, on_done=_report_done)
-    elif workers > 1:
-        from arena.executors import play_in_pool
-
-        statuses = play_in_pool(resolve_db_url(db), match_ids, env, workers, on_done=_report_done)
-    else:
-        statuses = _play(engine, match_ids, [spec for _, spec in to_play], env, output_format, None)
+    specs = [spec for _, spec in to_play]
+    statuses = _dispatch(engine, db, match_ids, specs, env, output_format, None, executor, workers, ray_address)
     _print_results(engine, _tournament_ids(plan, match_ids), output_format)
     if any(s != "done" for s in statuses):
         raise typer.Exit(1)

@@ -27,6 +27,15 @@ from engines.errors import ArenaError
 POLL_SECONDS = 0.5
 
 
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise ArenaError(f"unknown executor {name!r}; use local or ray", field="executor")
+    return name
+
+
 def _import_ray():
     try:
         import ray
@@ -88,26 +97,40 @@ def play_in_pool(db_url: str, match_ids: list[int], env, workers: int, on_done=N
     return [statuses[mid] for mid in match_ids]
 
 
+def check_ray_address(address: str) -> None:
+    """Refuse an unreachable cluster at once (Ray itself keeps retrying for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ArenaError(
+            f"malformed Ray address {address!r}; use HOST:PORT, ray://HOST:PORT or auto", field="ray_address"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ArenaError(
+            f"cannot reach Ray at {address} ({exc.strerror or exc.__class__.__name__}); check --ray-address",
+            field="ray_address",
+        ) from None
+
+
 def connect(address: str | None) -> None:
-    """Join the cluster at `address` (or start a local one); a one-line error if unreachable."""
+    """Join the cluster at `address`, or start a one-machine instance on the loopback address."""
     ray = _import_ray()
+    if address:
+        check_ray_address(address)
     if ray.is_initialized():
         return
+    local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local instance stays on this machine
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a new local instance"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ArenaError(f"cannot reach Ray at {where}: {reason}; check --ray-address", field="ray_address") from None
-
-
-EXECUTORS = ("local", "ray")
-
-
-def check_executor(name: str) -> str:
-    if name not in EXECUTORS:
-        raise ArenaError(f"unknown executor {name!r}; use local or ray", field="executor")
-    return name
+        raise ArenaError(f"cannot start Ray at {where}: {reason}; check --ray-address", field="ray_address") from None
 
 
 def play_one(db_url: str, match_id: int, env: dict, threads: str | None) -> str:
@@ -167,9 +190,14 @@ def _outcome(ray, ref, match_id: int, engine, queries) -> str:
             message, status = "cancelled: its Ray task was cancelled", "cancelled"
         else:
             cause = getattr(exc, "cause", None) or exc
-            last_line = (str(cause).strip().splitlines() or [""])[-1]
-            message, status = f"Ray task failed: {cause.__class__.__name__}: {last_line}", "failed"
+            message, status = f"Ray task failed: {cause.__class__.__name__}: {_one_line(cause)}", "failed"
         return mark_broken(engine, match_id, status, message)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first informative lines of an error (no help links), joined on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "://" not in line]
+    return " ".join(lines[:3])[:300]
 
 
 def mark_broken(engine, match_id: int, status: str, message: str) -> str:
