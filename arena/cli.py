@@ -126,8 +126,23 @@ def run(
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="result format on stdout"),
     events: str | None = typer.Option(None, "--events", help="append JSON-lines match events to this file"),
     enqueue: bool = typer.Option(False, "--enqueue", help="only queue the matches, for `arena worker` processes"),
+    retries: int = typer.Option(
+        1, "--retries", min=0, help="re-queue a match this often if its worker is lost (no heartbeat)"
+    ),
 ) -> None:
-    """Play a match, or a grid of matches. With no options: the default lineup on mnist5k."""
+    """Play a match, or a grid of matches. With no options: the default lineup on mnist5k.
+
+    Ctrl-C or SIGTERM stops the batch: the running match and the queued rest are marked
+    cancelled and the exit status is 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C exits at once."""
+    from arena.lifecycle import graceful_stop
+
+    with graceful_stop():
+        specs = _specs(defender, attacker, dataset, pool, label, budget, seed, device, config)
+        _run_batch(specs, db, _env(data_root, cache_dir, download), output_format, events, enqueue, retries)
+
+
+def _specs(defender, attacker, dataset, pool, label, budget, seed, device, config) -> list:
+    """`arena run`'s options and --config file as resolved specs (nothing written)."""
     from arena.config import build_specs, load_toml, parse_axis
 
     file_fields = load_toml(config) if config else None
@@ -143,16 +158,22 @@ def run(
             ("seed", seed),
         )
     }
-    specs = build_specs(file_fields, axes, {"device": device})
-    env = _env(data_root, cache_dir, download)
+    return build_specs(file_fields, axes, {"device": device})
 
-    from arena import runner
-    from storage import open_database
 
+def _run_batch(specs, db, env, output_format, events, enqueue, retries) -> None:
+    """Validate, queue and (unless --enqueue) play a batch of specs."""
+    from arena import lifecycle, runner
+    from storage import liveness, open_database
+
+    liveness.heartbeat_timeout()  # bad settings are refused before anything is written
     runner.apply_thread_setting()
     runner.validate_batch(specs, env)  # everything checked before anything is written
+    if lifecycle.stop_requested():
+        raise typer.Exit(lifecycle.exit_status())
     engine = open_database(db)
-    batch_id, ids = runner.enqueue(engine, specs)
+    _reap(engine)
+    batch_id, ids = runner.enqueue(engine, specs, retries)
     if enqueue:
         typer.echo(
             f"queued {len(ids)} match(es) {ids[0]}..{ids[-1]} (batch {batch_id}); run `arena worker` to play them",
@@ -173,13 +194,15 @@ def run(
 def _play(engine, ids, specs, env, output_format, events) -> list[str]:
     from rich.console import Console
 
-    from arena import runner
+    from arena import lifecycle, runner
     from arena.progress import RichProgress
 
     console = Console(stderr=True)
     show_progress = output_format == OutputFormat.table and sys.stdout.isatty() and console.is_terminal
     statuses = []
     for number, (match_id, spec) in enumerate(zip(ids, specs), 1):
+        if lifecycle.stop_requested():
+            _stop_batch(engine, ids[number - 1 :])
         title = f"[{number}/{len(ids)}] #{match_id} {spec.defender} vs {spec.attacker} ({spec.label_mode})"
         extra = [runner.JsonLinesObserver(events, match_id)] if events else []
         try:
@@ -188,15 +211,31 @@ def _play(engine, ids, specs, env, output_format, events) -> list[str]:
                     status = runner.run_match(engine, match_id, env, extra=[bar, *extra])
             else:
                 status = runner.run_match(engine, match_id, env, extra=extra)
-        except KeyboardInterrupt:
-            from storage import queries
-
-            for pending in ids[number:]:
-                queries.request_cancel(engine, pending)
-            _err("interrupted: the running match is marked cancelled, the rest of the batch too")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt:  # only outside graceful_stop (a caller's own SIGINT handling)
+            _stop_batch(engine, ids[number:], 130)
         statuses.append(status)
+    if lifecycle.stop_requested():
+        _stop_batch(engine, ids)
     return statuses
+
+
+def _stop_batch(engine, pending_ids, status: int | None = None) -> None:
+    """Cancel the batch's matches that are still queued and exit 130/143."""
+    from arena import lifecycle
+    from storage import queries
+
+    for pending in pending_ids:
+        queries.request_cancel(engine, pending)
+    _err("interrupted: the running match is marked cancelled, the rest of the batch too")
+    raise typer.Exit(status or lifecycle.exit_status())
+
+
+def _reap(engine) -> None:
+    """Re-queue or fail matches whose worker went silent (storage.liveness), with a note."""
+    from storage import liveness
+
+    for match_id, status in liveness.reap_lost_matches(engine):
+        typer.echo(f"warning: match {match_id}: its worker was lost (no heartbeat); now {status}", err=True)
 
 
 def _print_results(engine, ids, output_format) -> None:
@@ -220,24 +259,36 @@ def worker(
     match_id: int | None = typer.Option(None, "--match", help="play this queued match only"),
     once: bool = typer.Option(False, "--once", help="play one queued match and stop"),
 ) -> None:
-    """Play queued matches from the database (start several for parallel work)."""
-    from arena import runner
-    from storage import open_database
+    """Play queued matches from the database (start several for parallel work).
 
-    runner.apply_thread_setting()
-    engine = open_database(db)
-    env = _env(data_root, cache_dir)
-    if match_id is not None:
-        status = runner.run_match(engine, match_id, env)
-        raise typer.Exit(0 if status in ("done", "cancelled") else 1)
-    while True:
-        claimed = runner.claim_next(engine)
-        if claimed is None:
-            break
-        status = runner.run_match(engine, claimed, env, claimed=True)
-        typer.echo(f"match {claimed}: {status}", err=True)
-        if once:
-            break
+    Ctrl-C or SIGTERM cancels the match in play and exits 130 or 143; other queued matches
+    stay queued for other workers."""
+    from arena import lifecycle, runner
+    from storage import liveness, open_database
+
+    with lifecycle.graceful_stop():
+        liveness.heartbeat_timeout()
+        runner.apply_thread_setting()
+        engine = open_database(db)
+        env = _env(data_root, cache_dir)
+        _reap(engine)
+        if match_id is not None:
+            status = runner.run_match(engine, match_id, env)
+            if lifecycle.stop_requested():
+                raise typer.Exit(lifecycle.exit_status())
+            raise typer.Exit(0 if status in ("done", "cancelled") else 1)
+        while not lifecycle.stop_requested():
+            _reap(engine)
+            claimed = runner.claim_next(engine)
+            if claimed is None:
+                break
+            status = runner.run_match(engine, claimed, env, claimed=True)
+            typer.echo(f"match {claimed}: {status}", err=True)
+            if once:
+                break
+        if lifecycle.stop_requested():
+            _err("interrupted: the running match is marked cancelled; queued matches stay queued")
+            raise typer.Exit(lifecycle.exit_status())
 
 
 @app.command()
@@ -259,6 +310,7 @@ def leaderboard(
     if label is not None and label not in ("soft", "hard", "topk"):
         raise ArenaError(f"unknown label mode {label!r}; use soft, hard or topk")
     engine = open_database(db, write=False, create=False)
+    _reap(engine)
     rows = query(
         engine,
         LeaderboardFilter(
@@ -284,6 +336,7 @@ def show(
     from storage import open_database, queries
 
     engine = open_database(db, write=False, create=False)
+    _reap(engine)
     match = queries.get_match(engine, match_id)
     if match is None:
         raise ArenaError(f"no match {match_id} in this database; see `arena leaderboard --status all`")

@@ -14,7 +14,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 from engines.errors import ArenaError
 from storage.tables import SchemaInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: matches.heartbeat_at, retries, attempts (see upgrade_v1_to_v2)
 DEFAULT_DB_URL = "sqlite:///arena.db"
 
 
@@ -94,11 +94,35 @@ def _check_schema(engine: Engine, create: bool) -> None:
     with Session(engine) as session:
         info = session.exec(select(SchemaInfo)).first()
     found = info.version if info else None
+    if found == 1:
+        upgrade_v1_to_v2(engine)
+        found = 2
     if found != SCHEMA_VERSION:
         raise ArenaError(
             f"database schema version {found} does not match this arena's {SCHEMA_VERSION}; "
             "use a new --db file (or migrate the old one)"
         )
+
+
+def upgrade_v1_to_v2(engine: Engine) -> None:
+    """In-place upgrade of a version-1 database: add the liveness columns of `matches`.
+
+    Old rows get no heartbeat, one retry and zero attempts; the reaper then judges a
+    `running` match from an old worker by its `started_at`. (Stop-gap until migrations
+    are managed by a tool; idempotent, so two processes upgrading at once is harmless.)"""
+    with engine.begin() as conn:
+        version = conn.exec_driver_sql("SELECT version FROM schema_info WHERE id = 1").scalar()
+        if version != 1:
+            return  # another process upgraded it first
+        present = {column["name"] for column in inspect(conn).get_columns("matches")}
+        for name, ddl in (
+            ("heartbeat_at", "DATETIME"),
+            ("retries", "INTEGER NOT NULL DEFAULT 1"),
+            ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ):
+            if name not in present:
+                conn.exec_driver_sql(f"ALTER TABLE matches ADD COLUMN {name} {ddl}")
+        conn.exec_driver_sql("UPDATE schema_info SET version = 2 WHERE id = 1")
 
 
 def session(engine: Engine) -> Session:
