@@ -90,7 +90,8 @@ def begin_attempt(engine: Engine, match_id: int) -> int:
                 MatchEvent(
                     match_id=match_id,
                     kind="log",
-                    message=f"attempt {attempt} starts from scratch; the {old} checkpoint(s) of the lost attempt are replaced",
+                    message=f"attempt {attempt} starts from scratch; "
+                    f"the {old} checkpoint(s) of the lost attempt are replaced",
                 )
             )
         session.commit()

@@ -1,7 +1,8 @@
 """The UI's window on the database: short read transactions that return plain objects.
 
 Workers write with BEGIN IMMEDIATE in WAL mode; the UI reads with plain BEGIN, so a
-training match never blocks the screen. The only writes are a cancellation request and the reaper's verdict on lost matches.
+training match never blocks the screen. The only writes are a cancellation request and the
+reaper's verdict on lost matches.
 """
 
 from __future__ import annotations
