@@ -127,7 +127,7 @@ def run(
     events: str | None = typer.Option(None, "--events", help="append JSON-lines match events to this file"),
     enqueue: bool = typer.Option(False, "--enqueue", help="only queue the matches, for `arena worker` processes"),
     retries: int = typer.Option(
-        1, "--retries", min=0, help="re-queue a match this often if its worker is lost (no heartbeat)"
+        1, "--retries", help="re-queue a match this often if its worker is lost (no heartbeat)"
     ),
 ) -> None:
     """Play a match, or a grid of matches. With no options: the default lineup on mnist5k.
@@ -136,6 +136,8 @@ def run(
     cancelled and the exit status is 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C exits at once."""
     from arena.lifecycle import graceful_stop
 
+    if retries < 0:
+        raise ArenaError(f"--retries must be 0 or more, got {retries}")
     with graceful_stop():
         specs = _specs(defender, attacker, dataset, pool, label, budget, seed, device, config)
         _run_batch(specs, db, _env(data_root, cache_dir, download), output_format, events, enqueue, retries)
