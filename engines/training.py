@@ -144,6 +144,8 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if should_stop is not None:  # per batch too: an epoch on a big data set takes minutes on CPU
+                should_stop()
         if val is not None:
             acc = accuracy(model, val, device)
             if acc >= best_acc:
