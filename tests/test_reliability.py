@@ -238,6 +238,20 @@ def test_a_signal_stops_a_grid_and_cancels_the_rest(tmp_path, configs, cache_dir
     assert "checkpoints so far are kept" in first[0]
 
 
+def test_sigterm_stops_a_worker_and_leaves_the_queue_to_others(tmp_path, configs, cache_dir, processes):
+    db = tmp_path / "w.db"
+    queued = arena("run", "-a", "knockoff", "--seed", "0,1", "--config", configs["slow"], "--device", "cpu",
+                   "--db", db, "--enqueue")  # fmt: skip
+    assert queued.wait(timeout=DEADLINE) == 0, queued.stderr.read()
+    worker = arena("worker", "--db", db, "--cache-dir", cache_dir)
+    processes.append(worker)
+    wait_for(lambda: rows(db, "SELECT id FROM matches WHERE phase = 'attacking'"), what="a match attacking")
+    worker.terminate()
+    _, err = worker.communicate(timeout=DEADLINE)
+    assert worker.returncode == 143, err
+    assert rows(db, "SELECT status FROM matches ORDER BY id") == [("cancelled",), ("queued",)]
+
+
 def test_a_second_signal_exits_at_once(tmp_path):
     probe = (
         "import os, signal, threading\n"
