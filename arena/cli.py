@@ -138,12 +138,29 @@ def run(
     executor: str = ExecutorOption,
     workers: int = WorkersOption,
     ray_address: str | None = RayAddressOption,
+    retries: int = typer.Option(
+        1, "--retries", help="re-queue a match this often if its worker is lost (no heartbeat)"
+    ),
 ) -> None:
-    """Play a match, or a grid of matches. With no options: the default lineup on mnist5k."""
-    from arena.config import build_specs, load_toml, parse_axis
+    """Play a match, or a grid of matches. With no options: the default lineup on mnist5k.
+
+    Ctrl-C or SIGTERM stops the batch: the running match and the queued rest are marked
+    cancelled and the exit status is 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C exits at once."""
     from arena.executors import check_executor
+    from arena.lifecycle import graceful_stop
 
     check_executor(executor)
+    if retries < 0:
+        raise ArenaError(f"--retries must be 0 or more, got {retries}", field="retries")
+    with graceful_stop():
+        specs = _specs(defender, attacker, dataset, pool, label, budget, seed, device, config)
+        env = _env(data_root, cache_dir, download)
+        _run_batch(specs, db, env, output_format, events, enqueue, retries, (executor, workers, ray_address))
+
+
+def _specs(defender, attacker, dataset, pool, label, budget, seed, device, config) -> list:
+    """`arena run`'s options and --config file as resolved specs (nothing written)."""
+    from arena.config import build_specs, load_toml, parse_axis
 
     file_fields = load_toml(config) if config else None
     axes = {
@@ -158,20 +175,28 @@ def run(
             ("seed", seed),
         )
     }
-    specs = build_specs(file_fields, axes, {"device": device})
-    env = _env(data_root, cache_dir, download)
+    return build_specs(file_fields, axes, {"device": device})
 
-    from arena import runner
-    from storage import open_database
 
+def _run_batch(specs, db, env, output_format, events, enqueue, retries, execution=("local", 1, None)) -> None:
+    """Validate, queue and (unless --enqueue) play a batch of specs (`execution`: executor,
+    local worker processes, Ray address)."""
+    executor, workers, ray_address = execution
+    from arena import lifecycle, runner
+    from storage import liveness, open_database
+
+    liveness.heartbeat_timeout()  # bad settings are refused before anything is written
     runner.apply_thread_setting()
     runner.validate_batch(specs, env)  # everything checked before anything is written
+    if lifecycle.stop_requested():
+        raise typer.Exit(lifecycle.exit_status())
     if executor == "ray" and not enqueue:
         from arena.executors import connect
 
         connect(ray_address)
     engine = open_database(db)
-    batch_id, ids = runner.enqueue(engine, specs)
+    _reap(engine)
+    batch_id, ids = runner.enqueue(engine, specs, retries)
     if enqueue:
         if output_format == OutputFormat.json:
             typer.echo(json.dumps({"batch_id": batch_id, "match_ids": ids}))
@@ -193,29 +218,36 @@ def run(
 
 def _dispatch(engine, db, ids, specs, env, output_format, events, executor, workers, ray_address) -> list[str]:
     """Play queued matches with the chosen executor; returns their final statuses."""
+    from arena import lifecycle
     from storage.engine import resolve_db_url
 
     if executor == "ray":
         from arena.executors import play_on_ray
 
-        return play_on_ray(resolve_db_url(db), ids, env, ray_address, on_done=_report_done)
-    if workers > 1:
+        statuses = play_on_ray(resolve_db_url(db), ids, env, ray_address, on_done=_report_done)
+    elif workers > 1:
         from arena.executors import play_in_pool
 
-        return play_in_pool(resolve_db_url(db), ids, env, workers, on_done=_report_done)
-    return _play(engine, ids, specs, env, output_format, events)
+        statuses = play_in_pool(resolve_db_url(db), ids, env, workers, on_done=_report_done)
+    else:
+        return _play(engine, ids, specs, env, output_format, events)
+    if lifecycle.stop_requested():
+        _stop_batch(engine, ids)
+    return statuses
 
 
 def _play(engine, ids, specs, env, output_format, events) -> list[str]:
     from rich.console import Console
 
-    from arena import runner
+    from arena import lifecycle, runner
     from arena.progress import RichProgress
 
     console = Console(stderr=True)
     show_progress = output_format == OutputFormat.table and sys.stdout.isatty() and console.is_terminal
     statuses = []
     for number, (match_id, spec) in enumerate(zip(ids, specs), 1):
+        if lifecycle.stop_requested():
+            _stop_batch(engine, ids[number - 1 :])
         title = f"[{number}/{len(ids)}] #{match_id} {spec.defender} vs {spec.attacker} ({spec.label_mode})"
         extra = [runner.JsonLinesObserver(events, match_id)] if events else []
         try:
@@ -224,15 +256,31 @@ def _play(engine, ids, specs, env, output_format, events) -> list[str]:
                     status = runner.run_match(engine, match_id, env, extra=[bar, *extra])
             else:
                 status = runner.run_match(engine, match_id, env, extra=extra)
-        except KeyboardInterrupt:
-            from storage import queries
-
-            for pending in ids[number:]:
-                queries.request_cancel(engine, pending)
-            _err("interrupted: the running match is marked cancelled, the rest of the batch too")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt:  # only outside graceful_stop (a caller's own SIGINT handling)
+            _stop_batch(engine, ids[number:], 130)
         statuses.append(status)
+    if lifecycle.stop_requested():
+        _stop_batch(engine, ids)
     return statuses
+
+
+def _stop_batch(engine, pending_ids, status: int | None = None) -> None:
+    """Cancel the batch's matches that are still queued and exit 130/143."""
+    from arena import lifecycle
+    from storage import queries
+
+    for pending in pending_ids:
+        queries.request_cancel(engine, pending)
+    _err("interrupted: the running match is marked cancelled, the rest of the batch too")
+    raise typer.Exit(status or lifecycle.exit_status())
+
+
+def _reap(engine) -> None:
+    """Re-queue or fail matches whose worker went silent (storage.liveness), with a note."""
+    from storage import liveness
+
+    for match_id, status in liveness.reap_lost_matches(engine):
+        typer.echo(f"warning: match {match_id}: its worker was lost (no heartbeat); now {status}", err=True)
 
 
 def _print_results(engine, ids, output_format) -> None:
@@ -256,24 +304,36 @@ def worker(
     match_id: int | None = typer.Option(None, "--match", help="play this queued match only"),
     once: bool = typer.Option(False, "--once", help="play one queued match and stop"),
 ) -> None:
-    """Play queued matches from the database (start several for parallel work)."""
-    from arena import runner
-    from storage import open_database
+    """Play queued matches from the database (start several for parallel work).
 
-    runner.apply_thread_setting()
-    engine = open_database(db)
-    env = _env(data_root, cache_dir)
-    if match_id is not None:
-        status = runner.run_match(engine, match_id, env)
-        raise typer.Exit(0 if status in ("done", "cancelled") else 1)
-    while True:
-        claimed = runner.claim_next(engine)
-        if claimed is None:
-            break
-        status = runner.run_match(engine, claimed, env, claimed=True)
-        typer.echo(f"match {claimed}: {status}", err=True)
-        if once:
-            break
+    Ctrl-C or SIGTERM cancels the match in play and exits 130 or 143; other queued matches
+    stay queued for other workers."""
+    from arena import lifecycle, runner
+    from storage import liveness, open_database
+
+    with lifecycle.graceful_stop():
+        liveness.heartbeat_timeout()
+        runner.apply_thread_setting()
+        engine = open_database(db)
+        env = _env(data_root, cache_dir)
+        _reap(engine)
+        if match_id is not None:
+            status = runner.run_match(engine, match_id, env)
+            if lifecycle.stop_requested():
+                raise typer.Exit(lifecycle.exit_status())
+            raise typer.Exit(0 if status in ("done", "cancelled") else 1)
+        while not lifecycle.stop_requested():
+            _reap(engine)
+            claimed = runner.claim_next(engine)
+            if claimed is None:
+                break
+            status = runner.run_match(engine, claimed, env, claimed=True)
+            typer.echo(f"match {claimed}: {status}", err=True)
+            if once:
+                break
+        if lifecycle.stop_requested():
+            _err("interrupted: the running match is marked cancelled; queued matches stay queued")
+            raise typer.Exit(lifecycle.exit_status())
 
 
 @app.command()
@@ -301,6 +361,7 @@ def leaderboard(
     if by not in ("match", "defence", "defense"):
         raise ArenaError(f"unknown --by {by!r}; use match or defence", field="by")
     engine = open_database(db, write=False, create=False)
+    _reap(engine)
     if by != "match":
         _defence_leaderboard(engine, dataset, output_format)
         return
@@ -338,6 +399,7 @@ def show(
     from storage import open_database, queries
 
     engine = open_database(db, write=False, create=False)
+    _reap(engine)
     match = queries.get_match(engine, match_id)
     if match is None:
         raise ArenaError(f"no match {match_id} in this database; see `arena leaderboard --status all`")
@@ -439,21 +501,35 @@ def tournament(
     download: bool = typer.Option(False, "--download", help="download torchvision data sets (needs a network)"),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="result format on stdout"),
 ) -> None:
-    """Play a tournament; rerunning it skips matches already played (resumable)."""
-    from arena import runner
+    """Play a tournament; rerunning it skips matches already played (resumable).
+
+    Stops like `arena run` on Ctrl-C / SIGTERM (queued matches cancelled, exit 130 / 143);
+    rerunning the spec then plays what is left."""
     from arena.executors import check_executor
-    from arena.tournament import enqueue_plan, load_tournament, plan_tournament
-    from storage import open_database
+    from arena.lifecycle import graceful_stop
+    from arena.tournament import load_tournament
 
     check_executor(executor)
     spec = load_tournament(spec_file)
     env = _env(data_root, cache_dir, download)
+    with graceful_stop():
+        _play_tournament(spec, env, db, dry_run, enqueue, output_format, (executor, workers, ray_address))
+
+
+def _play_tournament(spec, env, db, dry_run, enqueue, output_format, execution) -> None:
+    from arena import runner
+    from arena.tournament import enqueue_plan, plan_tournament
+    from storage import open_database
+
+    executor, workers, ray_address = execution
     runner.apply_thread_setting()
     if executor == "ray" and not dry_run and not enqueue:
         from arena.executors import connect
 
         connect(ray_address)  # an unreachable cluster is refused before anything is written
     engine = open_database(db, write=not dry_run, create=not dry_run) if not dry_run or _db_exists(db) else None
+    if engine is not None and not dry_run:
+        _reap(engine)
     plan = plan_tournament(engine, spec, env)
     if dry_run:
         _print_plan(spec.name, plan, output_format)

@@ -29,19 +29,41 @@ GRID_AXES = ("defender", "attacker", "dataset", "pool", "label_mode", "seed", "q
 _INT_AXES = {"seed", "query_budget"}
 
 
+_OPTION_NAMES = {"label_mode": "--label", "query_budget": "--budget"}
+
+
+def option_name(axis: str) -> str:
+    return _OPTION_NAMES.get(axis, f"--{axis.replace('_', '-')}")
+
+
 def parse_axis(name: str, raw: str | None) -> list | None:
-    """'a,b' -> ['a', 'b'] (ints for numeric axes); None stays None."""
+    """'a,b' -> ['a', 'b'] (ints for numeric axes); None stays None.
+
+    Strict: an empty item ('1,,2', '1,'), a repeated value or a malformed number is an error
+    naming the option, never silently dropped or merged."""
     if raw is None:
         return None
-    values = [part.strip() for part in str(raw).split(",") if part.strip()]
-    if not values:
-        raise ArenaError(f"--{name.replace('_', '-')} needs a value", field=name)
+    option = option_name(name)
+    parts = [part.strip() for part in str(raw).split(",")]
+    if not any(parts):
+        raise ArenaError(f"{option} needs a value", field=name)
+    if not all(parts):
+        raise ArenaError(f"{option} has an empty item in {raw!r}; separate values with single commas", field=name)
+    values: list = parts
     if name in _INT_AXES:
-        try:
-            return [int(v) for v in values]
-        except ValueError:
-            raise ArenaError(f"--{name.replace('_', '-')} takes whole numbers, got {raw!r}", field=name) from None
+        if not all(part.isdecimal() or (part[0] in "+-" and part[1:].isdecimal()) for part in parts):
+            raise ArenaError(f"{option} takes whole numbers, got {raw!r}", field=name)
+        values = [int(part) for part in parts]
+    _refuse_duplicates(option, values, field=name)
     return values
+
+
+def _refuse_duplicates(where: str, values: list, field: str = "config") -> None:
+    seen: list = []
+    for value in values:
+        if value in seen:
+            raise ArenaError(f"{where} lists {value!r} twice; each grid value once", field=field)
+        seen.append(value)
 
 
 def load_toml(path: str) -> dict:
@@ -80,9 +102,23 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ArenaError(f"[grid] {key} must be a non-empty list", field="config")
-    base.update({k: v for k, v in cli_fields.items() if v is not None})
-    axes = {k: v for k, v in grid.items()}
-    axes.update({k: v for k, v in cli_axes.items() if v is not None})
+        _refuse_duplicates(f"[grid] {key}", values)
+        if key in base:  # a top-level value the grid would silently replace
+            raise ArenaError(f"{key!r} is set both at top level and in [grid]; keep one", field="config")
+    if matches is not None and isinstance(matches, list):
+        for entry in matches:
+            clash = sorted(set(entry) & set(grid)) if isinstance(entry, dict) else []
+            if clash:
+                raise ArenaError(f"{clash[0]!r} is set both in [[matches]] and in [grid]; keep one", field="config")
+    # The command line overrides the file: top level, [grid] and every [[matches]] entry alike.
+    cli = {k: v for k, v in cli_fields.items() if v is not None}
+    cli_grid = {k: v for k, v in cli_axes.items() if v is not None}
+    for key in list(cli_grid):
+        if len(cli_grid[key]) == 1:
+            cli[key] = cli_grid.pop(key)[0]
+    base.update(cli)
+    axes = {k: v for k, v in grid.items() if k not in cli}
+    axes.update(cli_grid)
     for key in list(axes):
         if len(axes[key]) == 1:
             base[key] = axes.pop(key)[0]
@@ -98,6 +134,13 @@ def build_specs(file_fields: dict | None, cli_axes: dict[str, list | None], cli_
     names = list(axes)
     for entry in entries:
         for combo in itertools.product(*(axes[n] for n in names)) if names else [()]:
-            fields = {**base, **entry, **dict(zip(names, combo))}
+            fields = {**base, **entry, **cli, **dict(zip(names, combo))}
             specs.append(_validated(fields))
+    seen: dict[str, int] = {}
+    for number, spec in enumerate(specs, 1):
+        first = seen.setdefault(spec.model_dump_json(), number)
+        if first != number:
+            raise ArenaError(
+                f"matches {first} and {number} of this batch are the same match; list each once", field="config"
+            )
     return specs

@@ -22,9 +22,11 @@ import dataclasses
 import os
 from pathlib import Path
 
+from arena import lifecycle
 from engines.errors import ArenaError
 
 POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 30.0  # after a stop, how long running matches get to record `cancelled`
 
 
 EXECUTORS = ("local", "ray")
@@ -66,7 +68,7 @@ def play_in_pool(db_url: str, match_ids: list[int], env, workers: int, on_done=N
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from storage import open_database, queries
+    from storage import open_database
 
     db_url, env_dict = absolute_db_url(db_url), portable_env(env)
     threads = os.environ.get("ARENA_THREADS")
@@ -75,7 +77,7 @@ def play_in_pool(db_url: str, match_ids: list[int], env, workers: int, on_done=N
         pending = {pool.submit(play_one, db_url, mid, env_dict, threads): mid for mid in match_ids}
         try:
             while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(pending), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     mid = pending.pop(future)
                     try:
@@ -87,14 +89,18 @@ def play_in_pool(db_url: str, match_ids: list[int], env, workers: int, on_done=N
                         engine.dispose()
                     if on_done is not None:
                         on_done(mid, statuses[mid])
+                if pending and lifecycle.stop_requested():
+                    for future in pending:
+                        future.cancel()  # not started yet: never starts
+                    _cancel_in_database(db_url, list(pending.values()))  # running: stops at its next poll
+                    wait(list(pending), timeout=STOP_GRACE_SECONDS)
+                    break
         except BaseException:
-            engine = open_database(db_url)
-            for future, mid in pending.items():
+            _cancel_in_database(db_url, list(pending.values()))
+            for future in pending:
                 future.cancel()
-                queries.request_cancel(engine, mid)
-            engine.dispose()
             raise
-    return [statuses[mid] for mid in match_ids]
+    return _final_statuses(db_url, match_ids, statuses)
 
 
 def check_ray_address(address: str) -> None:
@@ -171,15 +177,42 @@ def play_on_ray(db_url: str, match_ids: list[int], env, address: str | None = No
                 statuses[mid] = _outcome(ray, ref, mid, engine, queries)
                 if on_done is not None:
                     on_done(mid, statuses[mid])
+            if pending and lifecycle.stop_requested():
+                _cancel_in_database(db_url, list(pending.values()))  # running tasks stop at their next poll
+                for ref in pending:
+                    ray.cancel(ref, force=False)  # queued tasks never start
+                ray.wait(list(pending), num_returns=len(pending), timeout=STOP_GRACE_SECONDS)
+                break
             _cancel_requested(ray, pending, engine, queries)
-    except BaseException:  # Ctrl-C / SIGTERM of the driver: stop every task it started
-        for ref, mid in pending.items():
-            queries.request_cancel(engine, mid)
+    except BaseException:  # an error in the driver itself: stop every task it started
+        _cancel_in_database(db_url, list(pending.values()))
+        for ref in pending:
             ray.cancel(ref, force=False)
         raise
     finally:
         engine.dispose()
-    return [statuses[mid] for mid in match_ids]
+    return _final_statuses(db_url, match_ids, statuses)
+
+
+def _cancel_in_database(db_url: str, match_ids: list[int]) -> None:
+    from storage import open_database, queries
+
+    engine = open_database(db_url)
+    for mid in match_ids:
+        queries.request_cancel(engine, mid)
+    engine.dispose()
+
+
+def _final_statuses(db_url: str, match_ids: list[int], known: dict[int, str]) -> list[str]:
+    """Statuses in `match_ids` order; those not reported by a task (a stop) read from the database."""
+    missing = [mid for mid in match_ids if mid not in known]
+    if missing:
+        from storage import open_database, queries
+
+        engine = open_database(db_url)
+        known = {**known, **queries.statuses(engine, missing)}
+        engine.dispose()
+    return [known[mid] for mid in match_ids]
 
 
 def _outcome(ray, ref, match_id: int, engine, queries) -> str:

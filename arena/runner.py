@@ -20,11 +20,12 @@ from contextlib import contextmanager
 
 from sqlalchemy.engine import Engine
 
+from arena import lifecycle
 from engines.errors import ArenaError, MatchCancelled
 from engines.match import MatchEnvironment, MatchObserver
 from engines.records import CheckpointRow, DefenderFacts, VictimFacts
 from engines.spec import MatchSpec
-from storage import queries
+from storage import liveness, queries
 from storage.tables import utcnow
 
 
@@ -62,29 +63,41 @@ def _about(field: str, keep: bool = False):
         raise
 
 
-def enqueue(engine: Engine, specs: list[MatchSpec]) -> tuple[str, list[int]]:
+def enqueue(engine: Engine, specs: list[MatchSpec], retries: int = 1) -> tuple[str, list[int]]:
     from arena.provenance import provenance
 
     batch_id = uuid.uuid4().hex[:12]
-    return batch_id, queries.create_matches(engine, batch_id, specs, provenance("unresolved"))
+    ids = queries.create_matches(engine, batch_id, specs, provenance("unresolved"))
+    if retries != 1:  # the column's default
+        liveness.set_retries(engine, ids, retries)
+    return batch_id, ids
 
 
 class DatabaseRecorder(MatchObserver):
-    """Commits a match's life to the database; polls for cancellation at most once a second."""
+    """Commits a match's life to the database; polls for cancellation at most once a second.
 
-    def __init__(self, engine: Engine, match_id: int, poll_seconds: float = 1.0):
+    A stop signal (arena.lifecycle) or a lost heartbeat stops the match at the next event."""
+
+    def __init__(self, engine: Engine, match_id: int, poll_seconds: float = 1.0, heartbeat=None):
         self.engine = engine
         self.match_id = match_id
         self.poll_seconds = poll_seconds
+        self.heartbeat = heartbeat
         self._checkpoints = 0
         self._last_poll = 0.0
         self._last_progress = 0.0
 
+    def _stop_if_told(self) -> None:
+        if lifecycle.stop_requested() is not None or (self.heartbeat is not None and self.heartbeat.lost):
+            raise MatchCancelled()
+
     def phase(self, phase: str, detail: str = "") -> None:
+        self._stop_if_told()
         queries.update_match(self.engine, self.match_id, phase=phase, progress_done=0, progress_total=0)
         queries.add_event(self.engine, self.match_id, "phase", f"{phase}: {detail}" if detail else phase)
 
     def progress(self, done: int, total: int, message: str) -> None:
+        self._stop_if_told()
         now = time.monotonic()
         if now - self._last_progress >= 1.0 or done >= total:
             self._last_progress = now
@@ -101,6 +114,7 @@ class DatabaseRecorder(MatchObserver):
         self._checkpoints += 1
 
     def should_stop(self) -> None:
+        self._stop_if_told()
         now = time.monotonic()
         if now - self._last_poll < self.poll_seconds:
             return
@@ -170,6 +184,9 @@ def _sigterm_cancels():
     def handler(signum, frame):
         raise MatchCancelled()
 
+    if lifecycle.active():  # `arena run`/`arena worker` stop the whole command instead
+        yield
+        return
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread
@@ -201,7 +218,10 @@ def run_match(
     claimed: bool = False,
     poll_seconds: float = 1.0,
 ) -> str:
-    """Play a queued match; returns its final status (done, failed, cancelled)."""
+    """Play a queued match; returns its final status (done, failed, cancelled).
+
+    "lost" means the reaper took the match from this process (no heartbeat for too long):
+    nothing more is written, the match's row belongs to the reaper's verdict."""
     from arena.facts import match_facts
     from arena.provenance import provenance
     from engines.devices import resolve_device
@@ -222,13 +242,16 @@ def run_match(
         pid=os.getpid(),
         host=socket.gethostname(),
     )
-    recorder = DatabaseRecorder(engine, match_id, poll_seconds)
+    heartbeat = liveness.Heartbeat(engine, match_id, liveness.begin_attempt(engine, match_id))
+    recorder = DatabaseRecorder(engine, match_id, poll_seconds, heartbeat)
     observer = FanOut([recorder, *extra])
     started = time.perf_counter()
     try:
-        with _sigterm_cancels():
+        with heartbeat, _sigterm_cancels():
             summary = play_match(spec, observer, env)
     except (MatchCancelled, KeyboardInterrupt) as exc:
+        if heartbeat.lost:  # reaped while this process was frozen: the match is no longer ours
+            return "lost"
         queries.update_match(
             engine,
             match_id,
@@ -242,6 +265,8 @@ def run_match(
             raise
         return "cancelled"
     except Exception as exc:  # the match failed; the batch goes on and the error is kept
+        if heartbeat.lost:
+            return "lost"
         message = str(exc) if isinstance(exc, ArenaError) else f"{exc.__class__.__name__}: {exc}"
         queries.update_match(
             engine,
@@ -254,6 +279,8 @@ def run_match(
         )
         queries.add_event(engine, match_id, "error", traceback.format_exc())
         return "failed"
+    if heartbeat.lost:
+        return "lost"
     queries.finish_match(engine, match_id, summary, wall_seconds=time.perf_counter() - started, facts=match_facts(spec))
     return "done"
 

@@ -226,6 +226,8 @@ def fit(
             if cfg.augment:
                 x = random_affine(x, generator)
             train_step(model, loss_fn, x.to(device), targets[idx].to(device), optimizer, scheduler)
+            if should_stop is not None:  # per batch too: an epoch on a big data set takes minutes on CPU
+                should_stop()
         epochs_run = epoch + 1
         if validation is not None:
             best.offer(model, top1_agreement(model, validation.images, validation.labels, device), epoch)

@@ -64,6 +64,9 @@ class MatchRecord:
     cancel_requested: bool
     pid: int | None
     host: str | None
+    heartbeat_at: datetime | None  # last sign of life of its worker (storage.liveness)
+    retries: int  # re-queues allowed after a lost worker
+    attempts: int  # times a worker has started it
     config: dict = field(default_factory=dict)  # the resolved MatchSpec
     provenance: dict = field(default_factory=dict)  # versions, device name, git commit, host
     details: dict = field(default_factory=dict)  # split sizes, victim and defender facts
@@ -73,7 +76,7 @@ class MatchRecord:
         """From a `storage.tables.Match` row."""
         json_columns = {"config": row.config_json, "provenance": row.provenance_json, "details": row.details_json}
         plain = {f.name: getattr(row, f.name) for f in fields(cls) if f.name not in json_columns}
-        for name in ("created_at", "started_at", "finished_at"):
+        for name in ("created_at", "started_at", "finished_at", "heartbeat_at"):
             plain[name] = as_utc(plain[name])
         return cls(**plain, **{name: _json(text) for name, text in json_columns.items()})
 

@@ -56,6 +56,10 @@ class Match(SQLModel, table=True):
     cancel_requested: bool = False
     pid: int | None = None
     host: str | None = None
+    # Liveness (storage.liveness): the worker's heartbeat, and how often a lost match may be re-queued.
+    heartbeat_at: datetime | None = None
+    retries: int = 1  # re-queues allowed after a lost worker (`arena run --retries`)
+    attempts: int = 0  # times a worker has started this match
 
 
 class Checkpoint(SQLModel, table=True):

@@ -41,6 +41,8 @@ def test_a_database_from_before_migrations_upgrades_in_place(tmp_path):
         (2, "done", "hard"),
     ]
     assert len(queries.checkpoints(engine, 1)) == 3
+    old = queries.get_match(engine, 1)  # liveness columns (revision 0002) with their defaults
+    assert (old.retries, old.attempts, old.heartbeat_at) == (1, 0, None)
     assert queries.leaderboard(engine)[0].clone_accuracy == pytest.approx(0.1, abs=0.02)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []

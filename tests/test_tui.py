@@ -36,6 +36,12 @@ def screen_text(app) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def shows(app, *texts: str) -> bool:
+    """True when every text is on the terminal now (rows and footers fill in after a frame)."""
+    screen = screen_text(app)
+    return all(text in screen for text in texts)
+
+
 async def until(pilot, condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -206,9 +212,13 @@ def test_compare_overlays_two_matches(db, catalog, tmp_path):
             await until(pilot, lambda: plot.point_count == 6)
             assert [c.label for c in plot.curves] == ["A", "B"]
             await pilot.press("right")  # Numbers tab
-            await pilot.pause()
             numbers = app.screen.query_one("#detail-numbers", DataTable)
-            rows = {numbers.get_row_at(i)[0]: numbers.get_row_at(i) for i in range(numbers.row_count)}
+
+            def numbers_rows():
+                return {numbers.get_row_at(i)[0]: numbers.get_row_at(i) for i in range(numbers.row_count)}
+
+            await until(pilot, lambda: "clone accuracy" in numbers_rows() and "attacker" in numbers_rows())
+            rows = numbers_rows()
             assert rows["clone accuracy"][3] == "≠" and rows["attacker"][3] == ""
             # from a match's details, c opens the picker
             await pilot.press("escape", "enter")
@@ -260,30 +270,31 @@ def test_form_offers_registry_names_and_validates_inline(db, catalog, tmp_path, 
             }
             assert options["defender"] == list(catalog.defenders) and "knockoff" in options["attacker"]
             assert "mnist5k" in options["dataset"] and options["device"][:2] == ["auto", "cpu"]
+
             # the label modes follow the attacker
+            def label_options():
+                return [v for _, v in screen.query_one("#in-label_mode", Select)._options]  # noqa: F821
+
             screen.query_one("#in-attacker", Select).value = "dfme"
-            await pilot.pause()
-            labels = [v for _, v in screen.query_one("#in-label_mode", Select)._options]
-            assert labels == list(catalog.attackers["dfme"].label_modes)
+            await until(pilot, lambda: label_options() == list(catalog.attackers["dfme"].label_modes))
             assert (
                 screen.query_one("#in-budget", Input).placeholder
                 == f"default {catalog.attackers['dfme'].default_budget}"
             )
             screen.query_one("#in-attacker", Select).value = "knockoff"
-            await pilot.pause()
+            await until(pilot, lambda: label_options() == list(catalog.attackers["knockoff"].label_modes))
             # bad numbers: messages under the fields, and nothing is started
             screen.query_one("#in-budget", Input).value = "-5"
             screen.query_one("#in-seed", Input).value = "-1"
-            await pilot.pause()
             budget_error = screen.query_one("#err-budget", Static)
-            assert budget_error.display and "above 0" in str(budget_error.render())
-            assert screen.query_one("#err-seed", Static).display
+            seed_error = screen.query_one("#err-seed", Static)
+            await until(pilot, lambda: budget_error.display and seed_error.display)
+            assert "above 0" in str(budget_error.render())
             await pilot.press("ctrl+s")
             assert isinstance(app.screen, NewMatchScreen) and not screen.starting
             screen.query_one("#in-budget", Input).value = "60"
             screen.query_one("#in-seed", Input).value = "3"
-            await pilot.pause()
-            assert not screen.query_one("#err-budget", Static).display
+            await until(pilot, lambda: not budget_error.display and not seed_error.display)
             assert screen.read_form() == MatchForm(
                 "undefended", "knockoff", "mnist5k", "in-distribution", "soft", "60", "3", "auto"
             )
@@ -328,9 +339,13 @@ def test_form_built_when_the_catalog_arrives_late_and_closed_forms_are_freed(db,
                 await until(pilot, lambda: isinstance(app.screen, NewMatchScreen) and app.screen.ready)
                 closed.append(weakref.ref(app.screen))
                 await pilot.press("escape")
-            await pilot.pause(0.2)
-            gc.collect()
-            assert [ref() for ref in closed] == [None] * 4  # nothing keeps a closed form alive
+            await until(pilot, lambda: isinstance(app.screen, LeaderboardScreen))
+
+            def all_freed() -> bool:
+                gc.collect()
+                return [ref() for ref in closed] == [None] * 4
+
+            await until(pilot, all_freed)  # nothing keeps a closed form alive
 
     run(scenario())
 
@@ -347,10 +362,14 @@ def test_idle_gc_moves_full_collections_off_the_keypress_path(db, catalog, tmp_p
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: gc.get_threshold()[2] > before[2])  # automatic full collections off
             await until(pilot, lambda: app.idle_collections >= 1 and gc.get_freeze_count() > 0)  # ...run when idle
-            for _ in range(6):  # while keys keep coming, none runs
+            # While keys keep coming, none runs. A long idle threshold keeps this true on a
+            # loaded machine (a gap between two keys never reaches it); GC_EVERY_SECONDS has
+            # passed, so a collection that ignored the keys would show up here.
+            app.IDLE_SECONDS = 30
+            for _ in range(6):
                 count = app.idle_collections
                 await pilot.press("down")
-                await pilot.pause(0.1)
+                await pilot.pause(0.1)  # time passing for the idle check, not a synchronisation
                 assert app.idle_collections == count
         assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # restored on exit
 
@@ -422,21 +441,26 @@ def test_main_screens_fit_the_terminal(db, catalog, tmp_path, size):
         app = ArenaApp(db=path, cache_dir=str(tmp_path / "cache"), catalog=catalog)
         captures = {}
         async with app.run_test(size=size) as pilot:
-            # the footer fills in after the screen's first frame: wait for it too
-            await until(pilot, lambda: len(board_ids(app)) == 4 and "n New match" in screen_text(app))
+            # the footer and the rows fill in after the screen's first frame: wait for what is checked
+            await until(pilot, lambda: len(board_ids(app)) == 4 and shows(app, "n New match", "undefended", "running"))
             captures["leaderboard"] = screen_text(app)
             await pilot.press("enter")
-            await until(pilot, lambda: plot_points(app) == 2 and "x Cancel match" in screen_text(app))
+            await until(
+                pilot,
+                lambda: (
+                    plot_points(app) == 2
+                    and shows(app, "x Cancel match", "queries 20/60", "clone acc", "defender clean")
+                ),
+            )
             captures["live"] = screen_text(app)
             await pilot.press("escape", "down", "enter")
-            await until(pilot, lambda: plot_points(app) == 3)
-            await pilot.pause(0.1)
+            await until(pilot, lambda: plot_points(app) == 3 and shows(app, "Curves", "Numbers", "clone acc"))
             captures["detail"] = screen_text(app)
             await pilot.press("escape", "n")
-            await until(pilot, lambda: app.screen.ready)
+            await until(pilot, lambda: app.screen.ready and shows(app, "Start match", "query pool"))
             captures["form"] = screen_text(app)
             await pilot.press("escape", "question_mark")
-            assert isinstance(app.screen, HelpScreen)
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen) and shows(app, "Keyboard help"))
             captures["help"] = screen_text(app)
         return captures
 
@@ -473,13 +497,18 @@ def test_no_color_plot_uses_marker_shapes(db, catalog, tmp_path, monkeypatch):
         assert app.no_color
         async with app.run_test(size=SIZE) as pilot:
             app.compare(ids[0], ids[1])
-            await until(pilot, lambda: isinstance(app.screen, DetailScreen) and plot_points(app) == 6)
-            await pilot.pause(0.1)
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, DetailScreen) and plot_points(app) == 6 and shows(app, *LEGENDS),
+            )
             return screen_text(app)
 
     text = run(scenario())
-    for legend in ("** A clone acc", "++ A fidelity", "oo B clone acc", "xx B fidelity", "-- A defender clean"):
+    for legend in LEGENDS:
         assert legend in text, legend
+
+
+LEGENDS = ("** A clone acc", "++ A fidelity", "oo B clone acc", "xx B fidelity", "-- A defender clean")
 
 
 def test_a_worker_that_dies_is_reported(db, catalog, tmp_path):

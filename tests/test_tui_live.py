@@ -119,7 +119,7 @@ def test_form_starts_a_tiny_match_that_survives_the_ui_and_plots_live(arena, wor
             if isinstance(app.screen, LiveScreen):
                 screen = app.screen
                 await until(pilot, lambda: screen.match is not None and not screen.match.active, timeout=MATCH_TIMEOUT)
-                await pilot.pause(0.6)  # the poll after the final status carries the last points
+                # the poll after the final status carries the last points: waited for below
             plot = app.screen.query_one(CurvePlot)
             await until(pilot, lambda: plot.point_count == 3)
             assert plot.redraws > 0 and plot.curves[0].reference is not None

@@ -1,17 +1,19 @@
 """The UI's window on the database: short read transactions that return plain objects.
 
 Workers write with BEGIN IMMEDIATE in WAL mode; the UI reads with plain BEGIN, so a
-training match never blocks the screen. The only write is a cancellation request.
+training match never blocks the screen. The only writes are a cancellation request and the
+reaper's verdict on lost matches.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from storage import Match, open_database, queries, resolve_db_url
+from storage import Match, liveness, open_database, queries, resolve_db_url
 from storage.queries import LeaderboardFilter
 from storage.records import ACTIVE, BoardRow, EventRecord, MatchRecord, StoredCheckpoint
 from storage.tables import MATCH_STATUSES as STATUSES
@@ -42,6 +44,15 @@ class ArenaStore:
         # Create the file and schema if needed (no torch involved), then read with plain BEGIN.
         self._writer = open_database(self.url, write=True, create=True)
         self._reader = open_database(self.url, write=False, create=False)
+        self._last_reap = float("-inf")
+        self.reap()
+
+    def reap(self) -> None:
+        """Re-queue or fail matches whose worker went silent; at most once per heartbeat interval."""
+        now = time.monotonic()
+        if now - self._last_reap >= liveness.heartbeat_interval():
+            self._last_reap = now
+            liveness.reap_lost_matches(self._writer)
 
     def close(self) -> None:
         self._reader.dispose()
@@ -84,6 +95,7 @@ class ArenaStore:
     def board_token(self) -> tuple:
         """A one-row summary that changes whenever a leaderboard row would: polled every second,
         so the full leaderboard is only read again when something changed."""
+        self.reap()
         statuses = " ".join(STATUSES)
         query = text(
             "select count(*), coalesce(max(id), 0), coalesce(sum(queries_used), 0), "
