@@ -186,8 +186,9 @@ def finish_match(
         "victim": summary.victim.as_dict(),
         "defender": summary.defender.as_dict(),
         "attack_seconds": summary.attack_seconds,
-        "facts": facts or {},
     }
+    if facts:
+        details["facts"] = facts
     update_match(
         engine,
         match_id,

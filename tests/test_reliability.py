@@ -23,6 +23,7 @@ from arena import runner
 from arena.config import build_specs, parse_axis
 from engines.errors import ArenaError
 from engines.match import MatchEnvironment, MatchObserver
+from engines.records import CheckpointRow
 from engines.spec import MatchSpec
 from storage import liveness, open_database, queries
 from storage.tables import utcnow
@@ -139,20 +140,9 @@ def test_reaper_requeues_while_retries_last_then_fails(tmp_path):
     _, (match_id, fresh_id) = runner.enqueue(engine, [tiny_spec(), tiny_spec(seed=1)])
     _running_since(engine, match_id, 120)
     _running_since(engine, fresh_id, 1)
-    queries.add_checkpoint(
-        engine,
-        match_id,
-        0,
-        {
-            "queries_used": 4,
-            "clone_accuracy": 0.3,
-            "best_clone_accuracy": 0.3,
-            "fidelity_served": 0.3,
-            "fidelity_victim": 0.3,
-            "wall_seconds": 1.0,
-            "serving_seconds": 0.1,
-        },
-    )
+    row = CheckpointRow(queries_used=4, clone_accuracy=0.3, best_clone_accuracy=0.3, fidelity_served=0.3,
+                        fidelity_victim=0.3, wall_seconds=1.0, serving_seconds=0.1)  # fmt: skip
+    queries.add_checkpoint(engine, match_id, 0, row)
     assert liveness.reap_lost_matches(engine, timeout=60) == [(match_id, "queued")]  # retries default to 1
     assert queries.get_match(engine, fresh_id).status == "running"
     assert len(queries.checkpoints(engine, match_id)) == 1  # kept and shown while it waits
