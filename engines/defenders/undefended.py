@@ -8,6 +8,11 @@ from engines.defenders.base import DEFENDERS, Defender
 @DEFENDERS.register("undefended")
 class Undefended(Defender):
     description = "no defence: serves the victim's own probabilities"
+    zero_protection_params = {}
+
+    @classmethod
+    def preserves_top1(cls, params) -> bool:
+        return True
 
     def prepare(self) -> dict:
         self.ctx.victim.eval()
