@@ -37,7 +37,7 @@ from torch.func import functional_call, jacrev, jvp, vmap
 from engines.defenders.base import DefenderContext
 from engines.errors import ArenaError
 from engines.models import MODELS, build_model, default_model_for
-from engines.training import TrainConfig, fit, predict_probs
+from engines.training import TrainConfig, accuracy, fit, predict_probs
 
 GradParams = Literal["last", "all"]
 SURROGATE_VERSION = 1  # bump when a change in surrogate training changes the weights
@@ -115,7 +115,7 @@ def distilled_surrogate(
                 progress=ctx.progress,
                 should_stop=ctx.should_stop,
             )
-        report["val_accuracy"] = _accuracy(model, splits.defender_val, ctx.device)
+        report["val_accuracy"] = accuracy(model, splits.defender_val, ctx.device)
         return dict(model.state_dict()), report
 
     tensors, report, reused = ctx.store.get_or_build("defender", spec, build)
@@ -124,24 +124,18 @@ def distilled_surrogate(
     return model.to(ctx.device).eval(), report, reused
 
 
-def _accuracy(model: nn.Module, data, device: torch.device) -> float:
-    from engines.training import accuracy
-
-    return accuracy(model, data, device)
-
-
 class Surrogate:
     """A frozen model and the subset of its parameters that Jacobians are taken against."""
 
     def __init__(self, model: nn.Module, grad_params: GradParams):
         self.model = model.eval()
         named = dict(model.named_parameters())
+        linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linear:
+            raise ArenaError("the surrogate must end with a linear layer")
+        self.num_classes = linear[-1].out_features  # K
         if grad_params == "last":
-            last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-            if not last:
-                raise ArenaError("the surrogate has no linear layer to take a last-layer Jacobian against")
-            weight = last[-1].weight
-            names = [n for n, p in named.items() if p is weight]
+            names = [n for n, p in named.items() if p is linear[-1].weight]
         else:
             names = list(named)
         self.names = names
@@ -157,24 +151,25 @@ class Surrogate:
     def _one(self, params: dict, image: torch.Tensor) -> torch.Tensor:
         return self._log_probs(params, image.unsqueeze(0)).squeeze(0)
 
-    def chunks(self, images: torch.Tensor, num_classes: int) -> Iterator[slice]:
-        step = max(1, _CHUNK_FLOATS // max(1, num_classes * self.size))
+    def chunks(self, images: torch.Tensor, per_image: int) -> Iterator[slice]:
+        """Slices of the batch holding at most _CHUNK_FLOATS intermediate floats each."""
+        step = max(1, _CHUNK_FLOATS // per_image)
         for start in range(0, len(images), step):
             yield slice(start, start + step)
 
-    def jacobian(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-probabilities (N, K), Jacobian (N, K, D)) of the surrogate on `images`; column
-        order follows `self.names` with each parameter flattened."""
+    def jacobian(self, images: torch.Tensor) -> torch.Tensor:
+        """Jacobian (N, K, D) of the surrogate's log-probabilities on each image; column order
+        follows `self.names`, each parameter flattened."""
         with torch.inference_mode(False), torch.enable_grad():
             images = images.detach().clone()
-            per_image = vmap(jacrev(self._one, has_aux=False), in_dims=(None, 0))
-            logps, jacs = [], []
-            num_classes = self._num_classes(images)
-            for part in self.chunks(images, num_classes):
+            per_image = vmap(jacrev(self._one), in_dims=(None, 0))
+            jacs = []
+            for part in self.chunks(images, self.num_classes * self.size):
                 jac = per_image(self.params, images[part])
-                jacs.append(torch.cat([jac[n].reshape(jac[n].shape[0], num_classes, -1) for n in self.names], dim=2))
-                logps.append(vmap(self._one, in_dims=(None, 0))(self.params, images[part]))
-        return torch.cat(logps).detach(), torch.cat(jacs).detach()
+                jacs.append(
+                    torch.cat([jac[n].reshape(jac[n].shape[0], self.num_classes, -1) for n in self.names], dim=2)
+                )
+        return torch.cat(jacs).detach()
 
     def jvp(self, images: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
         """J_n t_n for every image n (tangents (N, D), or (D,) for one shared direction):
@@ -186,8 +181,12 @@ class Surrogate:
             def one(image: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
                 return jvp(lambda p: self._one(p, image), (self.params,), (self._unflatten(tangent),))[1]
 
-            out = vmap(one, in_dims=(0, None if shared else 0))(images, tangents)
-        return out.detach()
+            per_image = vmap(one, in_dims=(0, None if shared else 0))
+            out = [
+                per_image(images[part], tangents if shared else tangents[part])
+                for part in self.chunks(images, self.size)
+            ]
+        return torch.cat(out).detach()
 
     def vjp(self, images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """J_n^T w_n for every image n (weights (N, K)): the gradient of w . log q per image."""
@@ -198,8 +197,9 @@ class Surrogate:
                 grads = torch.func.grad(lambda p: (self._one(p, image) * weight).sum())(self.params)
                 return torch.cat([grads[n].reshape(-1) for n in self.names])
 
-            out = vmap(one, in_dims=(0, 0))(images, weights)
-        return out.detach()
+            per_image = vmap(one, in_dims=(0, 0))
+            out = [per_image(images[part], weights[part]) for part in self.chunks(images, self.size)]
+        return torch.cat(out).detach()
 
     def _unflatten(self, flat: torch.Tensor) -> dict:
         out, start = {}, 0
@@ -208,7 +208,3 @@ class Surrogate:
             out[n] = flat[start : start + p.numel()].view_as(p)
             start += p.numel()
         return out
-
-    def _num_classes(self, images: torch.Tensor) -> int:
-        with torch.no_grad():
-            return self._log_probs(self.params, images[:1]).shape[1]

@@ -88,7 +88,7 @@ class Mad(Defender):
         y = torch.softmax(self.ctx.victim(images), dim=1)
         if self.params.eps == 0:
             return y
-        _, jac = self.surrogate.jacobian(images)
+        jac = self.surrogate.jacobian(images)
         gram = jac @ jac.transpose(1, 2)
         y_star = (argmax_preserving_target if self.argmax_preserving else extreme_target)(gram, y.float())
         served = line_search(y.float(), y_star, self.params.eps).to(y.dtype)
