@@ -123,9 +123,9 @@ def extreme_target(gram: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(best, k).to(y.dtype)
 
 
-def _candidates(sets: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+def _candidates(sets: torch.Tensor, top: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Uniform distributions over class sets (N, C, K bool), top class up-weighted."""
-    weights = sets.to(torch.float32)
+    weights = sets.to(dtype)
     weights = weights + TIE_BREAK * torch.nn.functional.one_hot(top, sets.shape[2]).unsqueeze(1)
     return weights / weights.sum(2, keepdim=True)
 
@@ -139,19 +139,19 @@ def argmax_preserving_target(gram: torch.Tensor, y: torch.Tensor) -> torch.Tenso
         bits = (codes.unsqueeze(1) >> torch.arange(k - 1, -1, -1, device=y.device)) & 1  # class 0 = high bit
         sets = bits.bool().unsqueeze(0).expand(n, -1, -1)
         valid = sets.gather(2, top.view(n, 1, 1).expand(n, 2**k, 1)).squeeze(2)
-        cands = _candidates(sets, top)
+        cands = _candidates(sets, top, y.dtype)
         score = angular_deviation(gram, cands, y).masked_fill(~valid, float("-inf"))
         return cands[torch.arange(n), score.argmax(1)]
     # Greedy: grow the set from {top}, adding the class that maximises the objective.
     fixed = torch.nn.functional.one_hot(top, k).bool()
-    best_score = torch.full((n,), float("-inf"), device=y.device)
-    best = _candidates(fixed.unsqueeze(1), top).squeeze(1)
+    best_score = torch.full((n,), float("-inf"), device=y.device, dtype=y.dtype)
+    best = _candidates(fixed.unsqueeze(1), top, y.dtype).squeeze(1)
     evaluated = 0
     eye = torch.eye(k, dtype=torch.bool, device=y.device)
     while evaluated < GREEDY_CANDIDATES and not bool(fixed.all()):
         sets = fixed.unsqueeze(1) | eye.unsqueeze(0)  # candidate c adds class c
         fresh = ~fixed  # (N, K): class c not yet in the set
-        cands = _candidates(sets, top)
+        cands = _candidates(sets, top, y.dtype)
         score = angular_deviation(gram, cands, y).masked_fill(~fresh, float("-inf"))
         step_best, step_arg = score.max(1)
         improved = step_best > best_score
