@@ -47,10 +47,10 @@ def smoke_params(cls: type[Defender]) -> dict:
 class Arena:
     """The tiny victim and what a DefenderContext needs, built once per session."""
 
-    def __init__(self, cache_dir: str, splits):
+    def __init__(self, cache_dir: str, splits, victim_spec: dict = TINY_VICTIM):
         self.splits = splits
         self.store = ArtifactStore(cache_dir)
-        spec = MatchSpec(device="cpu", victim=TINY_VICTIM).resolve()
+        spec = MatchSpec(device="cpu", victim=victim_spec).resolve()
         self.victim, self.victim_key, _ = load_victim(spec, splits, self.store, CPU, MatchObserver())
 
     def defender(self, name: str, params: dict | None = None, seed: int = 0) -> Defender:
