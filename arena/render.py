@@ -17,6 +17,8 @@ PERCENT_COLUMNS = {
     "best_clone_accuracy",
     "fidelity_served",
     "fidelity_victim",
+    "defender_accuracy_std",
+    "clone_accuracy_std",
 }
 HEADERS = {
     "rank": "#",
@@ -38,6 +40,10 @@ HEADERS = {
     "queries_used": "queries",
     "serving_seconds_per_query": "us/query",
     "wall_seconds": "time s",
+    "defender_accuracy_std": "± defender",
+    "clone_accuracy_std": "± clone",
+    "knob_value": "knob",
+    "defender_params": "defender params",
 }
 
 
@@ -125,6 +131,33 @@ def curve_chart(
     plt.ylim(0, 100)
     plt.xlabel("queries")
     plt.ylabel("%")
+    if title:
+        plt.title(title)
+    text = plt.build()
+    return text if color else plt.uncolorize(text)
+
+
+def tradeoff_chart(
+    series: list[tuple[str, list[float], list[float]]],
+    width: int = 100,
+    height: int = 22,
+    title: str = "",
+    color: bool = False,
+) -> str:
+    """A plotext chart of trade-off curves (x: served clean accuracy, y: clone accuracy,
+    both in percent), one line with markers per series; returned as text."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear" if not color else "pro")
+    for label, xs, ys in series:
+        if xs:
+            plt.plot([100 * x for x in xs], [100 * y for y in ys], label=label, marker="braille")
+            plt.scatter([100 * x for x in xs], [100 * y for y in ys], marker="o")
+    plt.ylim(0, 100)
+    plt.xlabel("served clean accuracy %")
+    plt.ylabel("clone accuracy %")
     if title:
         plt.title(title)
     text = plt.build()
