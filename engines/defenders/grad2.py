@@ -41,6 +41,17 @@ of four checkpoints (10-40 epochs) per batch at random. (c) The code renormalise
 perturbed vector with softmax(log(clamp(y~, 1e-15))); here it is clamped at 0 and divided by
 its sum, which keeps the L1 budget and the simplex up to rounding. (d) Distillation uses the
 plain soft-label cross-entropy of `fit` (the code's distillation loss uses a temperature).
+
+Behaviour worth knowing: the answer moves min(eps/2, 1 - y_j) of mass to the class j whose
+probability most helps the target, so when that class already holds almost all the mass the
+answer barely changes (on mnist5k with `all-ones` at eps 0.5 the mean L1 change was 0.13, not
+0.5; with `min-ip`, 0.47).
+
+Cost, measured at batch 256 on one CPU thread (LeNet-5 victim and surrogate on mnist5k, best of
+5 serves): undefended ~9,700 queries/s, `all-ones` ~2,400 (0.25x: one forward-mode pass per
+image), `min-ip` ~510 (0.05x: a per-image gradient, then a forward-mode pass along it). The
+surrogate's distillation (10 epochs on the defender's training split) took ~7 s and reached
+0.88 validation accuracy.
 """
 
 from __future__ import annotations
