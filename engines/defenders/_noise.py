@@ -13,9 +13,11 @@ counter-based generators: Salmon et al., "Parallel random numbers: as easy as 1,
 SC 2011). The mixing function is the 32-bit "lowbias32" integer hash by C. Wellons
 (constants 0x7FEB352D, 0x846CA68B, published in his hash-prospector write-up). All arithmetic
 is done in int64 on values below 2**32, with every product kept below 2**63 (the multiplier
-is split into 16-bit halves), so the numbers are identical on CPU and GPU and never rely on
-signed overflow. Cost: 0.2-0.5 ms for a 256 x 10 uniform draw on one CPU thread (means of 100
-calls, two measurements on the shared 2-core machine), small next to a LeNet-5 forward pass.
+is split into 16-bit halves), so nothing relies on signed overflow and the integer stream and
+the uniforms (exact float32 arithmetic) are device-independent by construction; normal draws
+go through log and cos and may differ in the last bits between devices (not checked on a GPU).
+Cost: 0.2-0.5 ms for a 256 x 10 uniform draw on one CPU thread (means of 100 calls, two
+measurements on the shared 2-core machine), small next to a LeNet-5 forward pass.
 """
 
 from __future__ import annotations
