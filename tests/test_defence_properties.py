@@ -99,9 +99,14 @@ def arena(cache_dir, mnist5k) -> Arena:
 
 
 def top1_settings(cls: type[Defender]) -> list[dict]:
-    """Smoke params and the smoke params at each knob value: the settings checked for top-1."""
+    """The settings whose top-1 claim is checked: the smoke params, with every boolean switch
+    of Params also turned on (e.g. randp's preserve_argmax), each at every knob value. Only
+    the settings for which `preserves_top1` says True are instantiated."""
     base = smoke_params(cls)
-    return [base] + [{**base, cls.knob: value} for value in cls.knob_values] if cls.knob else [base]
+    switches = [name for name, field in cls.Params.model_fields.items() if field.annotation is bool]
+    variants = [base] + [{**base, name: True} for name in switches if base.get(name) is not True]
+    knob_values = list(cls.knob_values) if cls.knob else []
+    return [v for variant in variants for v in [variant] + [{**variant, cls.knob: k} for k in knob_values]]
 
 
 # ----------------------------------------------------------------------------- conventions
@@ -187,8 +192,11 @@ def test_stated_top1_guarantee_holds_on_every_image(name, setting, arena):
 
 
 def test_the_guarantee_is_claimed_somewhere():
-    """The walk above must not be vacuous: the undefended victim and top1 claim it."""
+    """The walk above must not be vacuous: the undefended victim, top1 and randp with
+    preserve_argmax (at every eps) claim it."""
     assert ("undefended", 0) in TOP1 and ("top1", 0) in TOP1
+    randp = [top1_settings(DEFENDERS.get("randp"))[i] for n, i in TOP1 if n == "randp"]
+    assert {s["eps"] for s in randp if "eps" in s} == set(DEFENDERS.get("randp").knob_values)
 
 
 # ----------------------------------------------------------------------------- bad input
