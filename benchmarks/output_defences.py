@@ -23,7 +23,7 @@ machine; docs/results.md has the attack suite at its default budgets):
 - averaged-queries: 4,800 queries (1,200 images x 4 answers), same clone training;
 - DFME: 20,000 queries (default 120,000; ~800-1,500 q/s);
 - MAZE: 30,000 queries (default 300,000; ~2,400 q/s);
-- DFMS-SL: 3,000 queries (default 30,000; ~170 q/s) with a 1,000-image proxy and 200 GAN
+- DFMS-SL: 2,000 queries (default 30,000; ~170 q/s) with a 500-image proxy and 50 GAN
   steps (default 5,000 and 1,000);
 - 3 checkpoints per match (the clone is scored at three budgets).
 At these budgets the data-free clones are far from converged (DFME reaches ~66 % only at
@@ -35,6 +35,7 @@ The full run prints markdown and rewrites the "output-defences" section of docs/
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -73,7 +74,7 @@ FULL = {  # attacker: (budget, params)
     "averaged-queries": (4800, CLONE_TRAINING),
     "dfme": (20_000, {}),
     "maze": (30_000, {}),
-    "dfms-sl": (3000, {"proxy_size": 1000, "gan_steps": 200}),
+    "dfms-sl": (2000, {"proxy_size": 500, "gan_steps": 50}),
 }
 QUICK = {
     "knockoff": (200, {"epochs": 1, "min_steps": 5}),
@@ -89,6 +90,7 @@ QUICK = {
 QUICK_VICTIM = {"arch": None, "train": {"epochs": 2, "batch_size": 128, "lr": 0.05}}
 CHECKPOINTS = 3
 THROUGHPUT_BATCH = 256
+THROUGHPUT_ROUNDS = 10
 
 
 def pct(value) -> str:
@@ -169,50 +171,52 @@ class Bench:
         return found
 
     def play_all(self, specs: list, workers: int) -> dict[str, object]:
-        """Play every spec not yet done (in order); return the done matches by config."""
-        found = self.existing()
-        unique, seen = [], set()
-        for spec in specs:
-            key = spec.model_dump_json()
-            if key not in seen:
-                seen.add(key)
-                unique.append(spec)
-        missing = [s for s in unique if s.model_dump_json() not in found]
-        done = sum(1 for s in unique if getattr(found.get(s.model_dump_json()), "status", "") == "done")
-        print(f"  {len(unique)} matches: {done} already done, {len(missing)} to enqueue", flush=True)
-        if missing:
-            self.runner.validate_batch(missing, self.env)
-            self.runner.enqueue(self.engine, missing)
-        if workers <= 1:
-            self._work_here(len(unique) - done)
-        else:
-            self._work_in_processes(workers)
-        return self.existing()
+        """Play every spec not yet done, in the given order; return the matches by config.
 
-    def _work_here(self, total: int) -> None:
+        One worker: each match is enqueued just before it is played (a queued match left by
+        an interrupted run is played instead of a new one). N workers: every missing match is
+        enqueued, then `arena worker` processes play the queue in id order."""
         from storage import queries
 
-        count = 0
-        while True:
-            match_id = self.runner.claim_next(self.engine)
-            if match_id is None:
-                return
+        found = self.existing()
+        unique = list({spec.model_dump_json(): spec for spec in specs}.values())
+        todo = [s for s in unique if getattr(found.get(s.model_dump_json()), "status", "") != "done"]
+        print(f"  {len(unique)} matches: {len(unique) - len(todo)} already done, {len(todo)} to play", flush=True)
+        if todo:
+            self.runner.validate_batch(todo, self.env)
+        if workers > 1:
+            missing = [s for s in todo if s.model_dump_json() not in found]
+            if missing:
+                self.runner.enqueue(self.engine, missing)
+            self._work_in_processes(workers)
+            return self.existing()
+        for count, spec in enumerate(todo, 1):
+            queued = found.get(spec.model_dump_json())
+            match_id = queued.id if queued is not None else self.runner.enqueue(self.engine, [spec])[1][0]
             started = time.perf_counter()
-            status = self.runner.run_match(self.engine, match_id, self.env, claimed=True)
-            count += 1
+            status = self.runner.run_match(self.engine, match_id, self.env)
             m = queries.get_match(self.engine, match_id)
             clone = f"clone {pct(m.clone_accuracy)}%" if m.clone_accuracy is not None else m.error
             print(
-                f"  [{count}/{total}] #{match_id} {m.defender} vs {m.attacker} ({m.label_mode}) seed {m.seed}: "
-                f"{status}, served {pct(m.defender_accuracy)}%, {clone}, {time.perf_counter() - started:.0f} s",
+                f"  [{count}/{len(todo)}] #{match_id} {m.defender} {_knob(m)} vs "
+                f"{m.attacker} ({m.label_mode}) seed {m.seed}: {status}, served {pct(m.defender_accuracy)}%, "
+                f"{clone}, {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
+        return self.existing()
 
     def _work_in_processes(self, workers: int) -> None:
         cmd = [sys.executable, "-m", "arena.cli", "worker", "--db", self.db, "--cache-dir", self.cache]
         procs = [subprocess.Popen(cmd, cwd=ROOT) for _ in range(workers)]
         for proc in procs:
             proc.wait()
+
+
+def _knob(match) -> str:
+    from engines.defenders import DEFENDERS
+
+    knob = DEFENDERS.get(match.defender).knob
+    return "" if knob is None else f"{knob}={json.loads(match.config_json)['defender_params'][knob]}"
 
 
 def throughput(bench: Bench, names: list[str], repeats: int) -> list[dict]:
@@ -230,22 +234,25 @@ def throughput(bench: Bench, names: list[str], repeats: int) -> list[dict]:
     store = ArtifactStore(bench.cache)
     victim, key, _ = load_victim(spec, splits, store, device, MatchObserver())
     images = splits.test.floats(slice(0, THROUGHPUT_BATCH)).to(device)
-    rows = []
+    defenders = {}
     for name in ["undefended", *names]:
         cls = DEFENDERS.get(name)
         params = cls.smoke_params if bench.quick else {}
         ctx = DefenderContext(victim=victim, victim_key=key, splits=splits, device=device, store=store, seed=0)
-        defender = cls(cls.Params.model_validate(params), ctx)
-        defender.prepare()
-        best = math.inf
-        with torch.inference_mode():
+        defenders[name] = cls(cls.Params.model_validate(params), ctx)
+        defenders[name].prepare()
+    best = dict.fromkeys(defenders, math.inf)
+    with torch.inference_mode():
+        for name, defender in defenders.items():
             defender.serve(images)  # warm-up
-            for _ in range(repeats):
+        for _ in range(repeats):  # round robin: load changes on a shared machine hit every defence alike
+            for name, defender in defenders.items():
                 started = time.perf_counter()
                 defender.serve(images)
-                best = min(best, time.perf_counter() - started)
-        rows.append({"defender": name, "qps": THROUGHPUT_BATCH / best, "ms": 1000 * best})
-        print(f"  {name}: {rows[-1]['qps']:,.0f} queries/s", flush=True)
+                best[name] = min(best[name], time.perf_counter() - started)
+    rows = [{"defender": name, "qps": THROUGHPUT_BATCH / t, "ms": 1000 * t} for name, t in best.items()]
+    for r in rows:
+        print(f"  {r['defender']}: {r['qps']:,.0f} queries/s", flush=True)
     return rows
 
 
@@ -297,18 +304,26 @@ def main() -> None:
         for value in cls.knob_values:
             for attacker, label in CURVE_ATTACKS:
                 curve_specs.append(bench.spec(name, attacker, label, 0, {cls.knob: value}))
-    # seed 0 first, then the curves, then the other seeds: a cut-short run has whole tables
-    first = [s for s in grid_specs if s.seed == 0]
-    order = first + curve_specs + [s for s in grid_specs if s.seed != 0]
-    if "grid" not in parts:
-        order = [s for s in order if s in curve_specs]
-    if "curves" not in parts:
-        order = [s for s in order if s not in curve_specs]
+
+    # priority order, so that a run cut short has whole tables: seed 0 grid, the curves'
+    # knockoff points, the cheap (pool-based) attacks on seeds 1-2, the curves' DFME points,
+    # then the data-free attacks on seeds 1-2
+    def cheap(spec) -> bool:
+        return spec.attacker in ("knockoff", "argmax-clone", "averaged-queries")
+
+    wanted = (grid_specs if "grid" in parts else []) + (curve_specs if "curves" in parts else [])
+    order = (
+        [s for s in wanted if s.seed == 0 and s in grid_specs]
+        + [s for s in wanted if s in curve_specs and cheap(s)]
+        + [s for s in wanted if s.seed != 0 and cheap(s)]
+        + [s for s in wanted if s in curve_specs and not cheap(s)]
+        + [s for s in wanted if s.seed != 0 and not cheap(s)]
+    )
 
     rows_a = []
     if "throughput" in parts:
         print(f"serving throughput (batch {THROUGHPUT_BATCH})", flush=True)
-        rows_a = throughput(bench, names, 2 if args.quick else 5)
+        rows_a = throughput(bench, names, 3 if args.quick else THROUGHPUT_ROUNDS)
     found = {}
     if order:
         print("matches", flush=True)
@@ -336,7 +351,8 @@ def main() -> None:
             "",
             f"### Serving throughput (batch {THROUGHPUT_BATCH}, seed-0 LeNet-5 victim, default params)",
             "",
-            "Best of 5 timed calls of `serve` on 256 test images, inference mode, one process.",
+            f"Best of {THROUGHPUT_ROUNDS} timed calls of `serve` on 256 test images per defence (round robin over the "
+            "defences), inference mode, one process.",
             "",
             "| defender | knob | queries/s | ms per batch | vs undefended |",
             "|---|---|---|---|---|",
