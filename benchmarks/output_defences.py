@@ -97,13 +97,15 @@ def pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], expected: int = 1) -> str:
+    """Mean ± std in %; "(n=k)" marks a cell with fewer seeds than planned."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
+    short = f" (n={len(values)})" if len(values) < expected else ""
     if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+        return f"{100 * values[0]:.1f}{short}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}{short}"
 
 
 def output_defences() -> list[str]:
@@ -265,6 +267,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(ROOT / ".arena" / "cache"))
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the grid (full run)")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="play nothing: print the tables from the matches already done in the database",
+    )
+    parser.add_argument(
         "--parts", default="throughput,grid,curves", help="comma-separated subset of throughput,grid,curves"
     )
     args = parser.parse_args()
@@ -325,7 +332,12 @@ def main() -> None:
         print(f"serving throughput (batch {THROUGHPUT_BATCH})", flush=True)
         rows_a = throughput(bench, names, 3 if args.quick else THROUGHPUT_ROUNDS)
     found = {}
-    if order:
+    if args.report_only:
+        found = bench.existing()
+        planned = {s.model_dump_json() for s in order}
+        done = sum(1 for key, m in found.items() if key in planned and m.status == "done")
+        print(f"report only: {done} of {len(planned)} planned matches are done", flush=True)
+    elif order:
         print("matches", flush=True)
         found = bench.play_all(order, args.workers)
     total = time.perf_counter() - started
@@ -334,12 +346,22 @@ def main() -> None:
         match = found.get(spec.model_dump_json())
         return match if match is not None and match.status == "done" else None
 
+    planned = list({s.model_dump_json(): s for s in order}.values())
+    played = [result(s) for s in planned]
+    match_minutes = sum(m.wall_seconds or 0 for m in played if m is not None) / 60
+    flags = "".join(
+        [
+            " --quick" if args.quick else "",
+            f" --workers {args.workers}" if args.workers > 1 else "",
+            " --report-only" if args.report_only else "",
+        ]
+    )
     lines = [
-        f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/output_defences.py"
-        f"{' --quick' if args.quick else ''}{f' --workers {args.workers}' if args.workers > 1 else ''}`; "
+        f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/output_defences.py{flags}`; "
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} torch thread(s), "
-        f"device cpu. Database {args.db}. Wall time of this invocation {total / 60:.1f} min "
-        "(matches already in the database are not replayed).",
+        f"device cpu. Database {args.db}. {sum(m is not None for m in played)} of {len(planned)} planned "
+        f"matches done; their wall times sum to {match_minutes:.0f} min (on a machine shared with other jobs); "
+        f"this invocation took {total / 60:.1f} min (matches already in the database are not replayed).",
         "",
         "Budgets: "
         + ", ".join(f"{a} {b:,}" for a, (b, _) in bench.budgets.items())
@@ -391,10 +413,11 @@ def main() -> None:
                             served.append(m.defender_accuracy)
                             victim.append(m.victim_accuracy)
                 grid[(name, attacker + ("-hard" if label == "hard" else ""))] = values
-                cells.append(mean_std(values) if _planned(name, attacker) else "")
+                cells.append(mean_std(values, len(seeds)) if _planned(name, attacker) else "")
             grid[(name, "served")] = served
             lines.append(
-                f"| {name} | {knob_label(name, {})} | {mean_std(victim)} | {mean_std(served)} | {' | '.join(cells)} |"
+                f"| {name} | {knob_label(name, {})} | {mean_std(victim, len(seeds))} | {mean_std(served, len(seeds))} | "
+                f"{' | '.join(cells)} |"
             )
     if "curves" in parts:
         lines += [
