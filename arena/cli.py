@@ -438,6 +438,60 @@ def show(
     console.print(f"[bold]provenance[/] {json.dumps(match.provenance)}", highlight=False)
 
 
+@app.command()
+def tradeoff(
+    defender: str = typer.Option(..., "--defender", "-d", help="the defence whose curve to draw"),
+    attacker: str = typer.Option(..., "--attacker", "-a", help="the attacker it faced"),
+    label: str | None = typer.Option(None, "--label", "-l", help="only this label mode"),
+    dataset: str | None = typer.Option(None, "--dataset", help="only this data set"),
+    budget: int | None = typer.Option(None, "--budget", help="only this query budget"),
+    output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f"),
+    db: str | None = DbOption,
+) -> None:
+    """A defence's trade-off curve: served clean accuracy against final clone accuracy, one
+    point per knob setting (mean over seeds of finished matches)."""
+    from arena.render import emit, stdout_console, table, tradeoff_chart
+    from engines.attackers import ATTACKERS
+    from engines.defenders import DEFENDERS
+    from storage import open_database
+    from storage.tradeoff import TRADEOFF_COLUMNS, TRADEOFF_TABLE_COLUMNS
+    from storage.tradeoff import tradeoff as query
+
+    if label is not None and label not in ("soft", "hard", "topk"):
+        raise ArenaError(f"unknown label mode {label!r}; use soft, hard or topk")
+    knob = DEFENDERS.get(defender).knob
+    ATTACKERS.get(attacker)  # an unknown name is an error, not an empty curve
+    engine = open_database(db, write=False, create=False)
+    rows = query(engine, defender, attacker, knob=knob, label_mode=label, dataset=dataset, query_budget=budget)
+    if output_format != OutputFormat.table:
+        emit(rows, list(TRADEOFF_COLUMNS), output_format.value)
+        return
+    if not rows:
+        _err(
+            f"no finished matches of {defender} vs {attacker}; "
+            f"play some with `arena run` at several {knob or 'settings'} values"
+        )
+        return
+    console = stdout_console()
+    title = f"trade-off: {defender} (knob {knob or 'none'}) vs {attacker}"
+    console.print(table(rows, list(TRADEOFF_TABLE_COLUMNS), title=title))
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        if row["defender_accuracy"] is None or row["clone_accuracy"] is None:
+            continue
+        xs, ys = series.setdefault(f"{row['dataset']} {row['label_mode']} {row['query_budget']}", ([], []))
+        xs.append(row["defender_accuracy"])
+        ys.append(row["clone_accuracy"])
+    chart = tradeoff_chart(
+        [(name, xs, ys) for name, (xs, ys) in series.items()],
+        width=min(console.width, 110),
+        title=title,
+        color=console.is_terminal and not os.environ.get("NO_COLOR"),
+    )
+    sys.stdout.write(chart + "\n")
+    sys.stdout.flush()
+
+
 @app.command("list")
 def list_entries(output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f")) -> None:
     """Defenders, attackers, data sets and models, with one-line descriptions."""

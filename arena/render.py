@@ -24,6 +24,8 @@ PERCENT_COLUMNS = {
     "served_accuracy",
     "utility_cost",
     "utility_cost_ci_high",
+    "defender_accuracy_std",
+    "clone_accuracy_std",
 }
 HEADERS = {
     "rank": "#",
@@ -53,6 +55,10 @@ HEADERS = {
     "served_accuracy": "served",
     "utility_cost": "utility cost",
     "utility_cost_ci_high": "cost ci high",
+    "defender_accuracy_std": "± defender",
+    "clone_accuracy_std": "± clone",
+    "knob_value": "knob",
+    "defender_params": "defender params",
 }
 
 
@@ -140,6 +146,33 @@ def curve_chart(
     plt.ylim(0, 100)
     plt.xlabel("queries")
     plt.ylabel("%")
+    if title:
+        plt.title(title)
+    text = plt.build()
+    return text if color else plt.uncolorize(text)
+
+
+def tradeoff_chart(
+    series: list[tuple[str, list[float], list[float]]],
+    width: int = 100,
+    height: int = 22,
+    title: str = "",
+    color: bool = False,
+) -> str:
+    """A plotext chart of trade-off curves (x: served clean accuracy, y: clone accuracy,
+    both in percent), one line with markers per series; returned as text."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear" if not color else "pro")
+    for label, xs, ys in series:
+        if xs:
+            plt.plot([100 * x for x in xs], [100 * y for y in ys], label=label, marker="braille")
+            plt.scatter([100 * x for x in xs], [100 * y for y in ys], marker="o")
+    plt.ylim(0, 100)
+    plt.xlabel("served clean accuracy %")
+    plt.ylabel("clone accuracy %")
     if title:
         plt.title(title)
     text = plt.build()

@@ -42,6 +42,28 @@ class DefenderContext:
 
 
 class Defender(ABC):
+    """A defence served through the oracle.
+
+    Class-level conventions every registered defence declares (tests walk `DEFENDERS` and
+    rely on them; see tests/test_defence_properties.py):
+
+    - `Params`: a pydantic model with `extra="forbid"` whose Field bounds refuse every knob
+      value out of range (the spec layer turns the ValidationError into a one-line error).
+    - `smoke_params`: tiny params for tests (few epochs, small surrogates); `{}` when the
+      defaults are already cheap.
+    - `knob`: the name of the one utility/protection parameter in `Params` (None when the
+      defence has none), and `knob_values`: three or more of its settings ordered from weak
+      to strong protection, the points of the defence's trade-off curve.
+    - `zero_protection_params`: params at which the defence serves exactly the undefended
+      victim's probabilities, or None when no such setting exists (e.g. `top1`).
+    - `preserves_top1(params)`: True only when the defence guarantees that the served argmax
+      equals the victim's argmax on every input.
+
+    Randomised defences draw their noise from `engines.defenders._noise.QueryNoise`, keyed by
+    (seed, index of the query among all images this defender has served), so answers do not
+    depend on how queries are batched and the same seed gives the same answers.
+    """
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -52,10 +74,19 @@ class Defender(ABC):
     # cheap). Deliberately no default: a registered defender that does not declare them
     # fails that test by name, so no entry passes untested.
     smoke_params: ClassVar[dict]
+    knob: ClassVar[str | None] = None
+    knob_values: ClassVar[tuple] = ()
+    zero_protection_params: ClassVar[dict | None] = None
 
     def __init__(self, params: BaseModel, ctx: DefenderContext):
         self.params = params
         self.ctx = ctx
+
+    @classmethod
+    def preserves_top1(cls, params: BaseModel) -> bool:
+        """Whether the served argmax equals the victim's argmax on every input, at these
+        (validated) params. Default False: a defence claims the guarantee explicitly."""
+        return False
 
     def prepare(self) -> dict:
         """Train or load what the defence needs; return facts to store with the match

@@ -9,6 +9,11 @@ from engines.defenders.base import DEFENDERS, Defender
 class Undefended(Defender):
     description = "no defence: serves the victim's own probabilities"
     smoke_params = {}  # nothing to train
+    zero_protection_params = {}
+
+    @classmethod
+    def preserves_top1(cls, params) -> bool:
+        return True
 
     def prepare(self) -> dict:
         self.ctx.victim.eval()
