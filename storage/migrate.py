@@ -15,23 +15,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from engines.errors import ArenaError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions (a test keeps them equal): a database already
+# there opens without importing Alembic, which keeps read-only commands fast.
+HEAD_REVISION = "0002"
 # schema_info.version of databases made before migrations -> the revision they are at.
 LEGACY_REVISIONS = {1: "0001"}
 _ARENA_TABLES = {"matches", "checkpoints", "match_events", "schema_info", "alembic_version"}
 _PG_LOCK_ID = 2506_02362  # any constant: serialises schema work between PostgreSQL clients
 
 
-def _config(connection: Connection) -> Config:
+def _config(connection: Connection):
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -39,11 +41,28 @@ def _config(connection: Connection) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision among the migration scripts (what HEAD_REVISION must say)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _at_head(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+    except SQLAlchemyError:  # no alembic_version table (new or pre-migration database)
+        return False
 
 
 def prepare_schema(engine: Engine, create: bool) -> None:
     """Create or upgrade the schema to this arena's head revision (ArenaError when impossible)."""
+    if _at_head(engine):
+        return
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})

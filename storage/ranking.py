@@ -29,6 +29,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from sqlalchemy import cast, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -85,7 +87,9 @@ class Interval:
         mean = statistics.fmean(values)
         if n < 2:
             return cls(mean, -math.inf, math.inf, n)
-        half = t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n)
+        # sample standard deviation in floats (statistics.stdev's exact fractions are slow)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+        half = t_quantile(n - 1) * spread / math.sqrt(n)
         return cls(mean, mean - half, mean + half, n)
 
     @property
@@ -159,28 +163,38 @@ class _Result:
     served: float
 
 
+def _params_column(dialect: str):
+    """The defender's parameters as JSON text, extracted by the database where it can (the
+    whole spec would be parsed per row otherwise: the slow part on large leaderboards)."""
+    if dialect == "sqlite":
+        return func.json_extract(Match.config_json, "$.defender_params")
+    if dialect == "postgresql":
+        return cast(Match.config_json, JSONB)["defender_params"].astext
+    return Match.config_json
+
+
 def _load(engine: Engine, dataset: str | None) -> tuple[dict[str, list[_Result]], dict, dict]:
+    dialect = engine.dialect.name
     query = select(
         Match.dataset, Match.defender, Match.attacker, Match.label_mode, Match.query_budget, Match.seed,
         Match.clone_accuracy, Match.best_clone_accuracy, Match.fidelity_served, Match.victim_accuracy,
-        Match.defender_accuracy, Match.config_json, Match.details_json,
+        Match.defender_accuracy, _params_column(dialect),
     ).where(Match.status == "done", Match.clone_accuracy.is_not(None))  # fmt: skip
     if dataset is not None:
         query = query.where(Match.dataset == dataset)
     results: dict[str, list[_Result]] = defaultdict(list)
-    attacker_facts: dict[str, dict] = {}
-    defender_facts: dict[str, dict] = {}
+    canonical: dict[str | None, str] = {}  # params JSON as stored -> sorted-key JSON (few distinct values)
     with Session(engine) as session:
         for row in session.exec(query):
-            (ds, defender, attacker, label, budget, seed, clone, best, fid, victim, served, config, details) = row
-            params = json.loads(config).get("defender_params", {})
-            if attacker not in attacker_facts or defender not in defender_facts:
-                facts = json.loads(details or "{}").get("facts", {})
-                attacker_facts.setdefault(attacker, facts.get("attacker", {}))
-                defender_facts.setdefault(defender, facts.get("defender", {}))
+            (ds, defender, attacker, label, budget, seed, clone, best, fid, victim, served, params) = row
+            if params not in canonical:
+                value = json.loads(params) if params else {}
+                if dialect not in ("sqlite", "postgresql"):
+                    value = value.get("defender_params", {})
+                canonical[params] = json.dumps(value, sort_keys=True)
             results[ds].append(
                 _Result(
-                    defence_key=(defender, json.dumps(params, sort_keys=True)),
+                    defence_key=(defender, canonical[params]),
                     cell=(attacker, label, budget),
                     seed=seed,
                     clone=clone,
@@ -190,7 +204,20 @@ def _load(engine: Engine, dataset: str | None) -> tuple[dict[str, list[_Result]]
                     served=served if served is not None else math.nan,
                 )
             )
+        attacker_facts = _facts(session, Match.attacker, "attacker")
+        defender_facts = _facts(session, Match.defender, "defender")
     return results, attacker_facts, defender_facts
+
+
+def _facts(session: Session, column, side: str) -> dict[str, dict]:
+    """Registry facts per attacker (or defender), from its newest done match that recorded them."""
+    newest = (
+        select(func.max(Match.id))
+        .where(Match.status == "done", Match.details_json.contains('"facts"'))
+        .group_by(column)
+    )
+    rows = session.exec(select(column, Match.details_json).where(Match.id.in_(newest)))
+    return {name: json.loads(details).get("facts", {}).get(side, {}) for name, details in rows}
 
 
 def _display_names(keys: set[tuple]) -> dict[tuple, str]:

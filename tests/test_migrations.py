@@ -13,13 +13,17 @@ from sqlmodel import SQLModel
 
 from engines.errors import ArenaError
 from storage import open_database, queries
-from storage.migrate import head_revision
+from storage.migrate import HEAD_REVISION, head_revision
 
 SHIPPED_V1 = Path(__file__).parent / "data" / "arena_v1.db"  # made by the arena before migrations existed
 
 
 def _revision(db: Path) -> str:
     return sqlite3.connect(db).execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_the_fast_path_knows_the_newest_revision():
+    assert HEAD_REVISION == head_revision()
 
 
 def test_a_new_database_is_exactly_the_tables(tmp_path):
