@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from engines.artifacts import ArtifactStore
-from engines.data.base import DatasetSplits, ImageSet
 from engines.defenders import DEFENDERS, DefenderContext
 from engines.defenders._surrogate import Surrogate
 from engines.defenders.grad2 import redirect, target_scores
@@ -26,45 +25,15 @@ from engines.defenders.mad import (
     line_search,
 )
 from engines.models import build_model
+from tests.splits import guarded_splits
 
 CPU = torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- fixtures
-class Forbidden:
-    """Stands in for a split a defender must never read."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __getattr__(self, attr):
-        raise AssertionError(f"the defence read the {self.name} split ({attr})")
-
-    def __len__(self):
-        raise AssertionError(f"the defence read the {self.name} split (len)")
-
-
 @pytest.fixture(scope="module")
 def tiny_splits():
-    gen = torch.Generator().manual_seed(0)
-
-    def part(n):
-        return ImageSet(
-            torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=gen),
-            torch.randint(0, 10, (n,), generator=gen),
-        )
-
-    return DatasetSplits(
-        name="mnist5k",
-        num_classes=10,
-        channels=1,
-        mean=(0.13,),
-        std=(0.31,),
-        defender_train=part(64),
-        defender_val=part(16),
-        test=Forbidden("test"),
-        attacker_pool=Forbidden("attacker pool"),
-    )
+    return guarded_splits(train=64, val=16)
 
 
 def _victim(splits, sharpness: float) -> nn.Module:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from engines.artifacts import ArtifactStore
-from engines.data.base import DatasetSplits, ImageSet
 from engines.defenders import DEFENDERS, DefenderContext
 from engines.defenders._misleader_augment import attacker_query_chain, augment_images
 from engines.defenders._misleader_train import (
@@ -23,6 +22,7 @@ from engines.defenders._misleader_train import (
 )
 from engines.models import build_model
 from engines.oracle import Oracle
+from tests.splits import guarded_splits
 
 CPU = torch.device("cpu")
 TINY = {"epochs": 2, "batch_size": 32, "train_limit": 96}
@@ -158,40 +158,9 @@ def test_augmentation_is_per_image_seeded_and_leaves_global_rng_alone():
 
 
 # ----------------------------------------------------------------------------- defender
-class Forbidden:
-    """Stands in for a split the defender must never read."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __getattr__(self, attr):
-        raise AssertionError(f"misleader read the {self.name} split ({attr})")
-
-    def __len__(self):
-        raise AssertionError(f"misleader read the {self.name} split (len)")
-
-
 @pytest.fixture(scope="module")
 def tiny_splits():
-    gen = torch.Generator().manual_seed(0)
-
-    def part(n):
-        return ImageSet(
-            torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=gen),
-            torch.randint(0, 10, (n,), generator=gen),
-        )
-
-    return DatasetSplits(
-        name="mnist5k",
-        num_classes=10,
-        channels=1,
-        mean=(0.13,),
-        std=(0.31,),
-        defender_train=part(96),
-        defender_val=part(40),
-        test=Forbidden("test"),
-        attacker_pool=Forbidden("attacker pool"),
-    )
+    return guarded_splits(train=96, val=40)
 
 
 def _defender(name, splits, store, params=None, seed=0):
