@@ -25,6 +25,16 @@ HELP = (
             ("s / r", "cycle the sort column / reverse it (or click a header)"),
             ("f / t", "focus the filters (data set, attacker, label, status) / the table"),
             ("space, c", "mark a match, then c on another compares the two"),
+            ("d", "defence ranking (worst case over attacks, 95% CIs, sanity flags)"),
+        ),
+    ),
+    (
+        "Defence ranking",
+        (
+            ("up/down", "select a defence; its worst case and sanity flags show below the table"),
+            ("f", "focus the data set filter"),
+            ("t or enter", "trade-off curve of the defence in the arena of its worst case"),
+            ("escape", "back to the leaderboard"),
         ),
     ),
     (
