@@ -68,6 +68,8 @@ def test_ranking_screen_opens_with_d_shows_rows_and_flags_and_fits(db, catalog, 
             assert len(lines) == SIZE[1] and all(len(line) <= SIZE[0] for line in lines)
             await pilot.press("escape")
             assert isinstance(app.screen, LeaderboardScreen)
+            await pilot.press("question_mark")  # the key is in the help
+            await until(pilot, lambda: shows(app, "Keyboard help", "defence ranking (worst cases"))
 
     run(scenario())
 
