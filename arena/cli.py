@@ -434,8 +434,37 @@ def show(
         )
         sys.stdout.write(chart + "\n")
         sys.stdout.flush()
+    _show_tradeoff(console, engine, match)
     console.print(f"[bold]config[/] {json.dumps(match.config, sort_keys=True)}", highlight=False)
     console.print(f"[bold]provenance[/] {json.dumps(match.provenance)}", highlight=False)
+
+
+def _show_tradeoff(console, engine, match) -> None:
+    """Under `arena show`'s chart: the defender's other settings played in this match's arena
+    (data set, attacker, label mode, budget), as `arena tradeoff` points; nothing when this
+    setting is the only one. `*` marks this match's setting."""
+    from arena.render import table
+    from storage.tradeoff import setting_names
+    from storage.tradeoff import tradeoff as query
+
+    rows = query(
+        engine,
+        match.defender,
+        match.attacker,
+        label_mode=match.label_mode,
+        dataset=match.dataset,
+        query_budget=match.query_budget,
+    )
+    if len(rows) < 2:
+        return
+    own = json.dumps(match.config.get("defender_params", {}), sort_keys=True)
+    for row, name in zip(rows, setting_names(rows)):
+        row["setting"] = ("* " if row["defender_params"] == own else "  ") + name
+    columns = ["setting", "seeds", "defender_accuracy", "defender_accuracy_std", "clone_accuracy", "clone_accuracy_std"]
+    title = (
+        f"trade-off: {match.defender} settings vs {match.attacker} ({match.label_mode}, budget {match.query_budget})"
+    )
+    console.print(table(rows, columns, title=title))
 
 
 @app.command()

@@ -116,6 +116,7 @@ class DefenceRow:
     seeds: int  # fewest seeds in any cell
     rank: int | None = None  # None: not comparable (misses cells the others faced)
     flags: list[str] = field(default_factory=list)
+    worst_cell: tuple[str, str, int] | None = None  # (attacker, label mode, budget) of worst_attack
 
     def as_dict(self) -> dict:
         def number(x: float) -> float | None:
@@ -220,6 +221,12 @@ def _facts(session: Session, column, side: str) -> dict[str, dict]:
     return {name: json.loads(details).get("facts", {}).get(side, {}) for name, details in rows}
 
 
+def varying_params(settings: list[dict]) -> list[str]:
+    """The parameter names whose values differ between these settings of one defender, sorted."""
+    names = {k for s in settings for k in s}
+    return sorted(k for k in names if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1)
+
+
 def _display_names(keys: set[tuple]) -> dict[tuple, str]:
     """A defender's name, plus the parameters that differ between its settings played."""
     by_defender: dict[str, list[dict]] = defaultdict(list)
@@ -232,7 +239,7 @@ def _display_names(keys: set[tuple]) -> dict[tuple, str]:
             names[(defender, params_json)] = defender
             continue
         params = json.loads(params_json)
-        varying = sorted(k for k in params if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1)
+        varying = [k for k in varying_params(settings) if k in params]
         names[(defender, params_json)] = f"{defender}[{', '.join(f'{k}={params[k]}' for k in varying)}]"
     return names
 
@@ -293,6 +300,7 @@ def _defence_row(dataset: str, key: tuple, name: str, cells: dict[tuple, list[_R
         utility_cost=cost,
         attacks=len(cells),
         seeds=min(len(rs) for rs in cells.values()),
+        worst_cell=worst,
     )
 
 

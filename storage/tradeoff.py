@@ -17,6 +17,7 @@ from collections import defaultdict
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from storage.ranking import varying_params
 from storage.tables import Match
 
 TRADEOFF_COLUMNS = (
@@ -124,3 +125,12 @@ def tradeoff(
                 }
             )
     return sorted(rows, key=_sort_key)
+
+
+def setting_names(rows: list[dict]) -> list[str]:
+    """Each point's defender setting as the parameters that differ between the points
+    ("eps=0.5"; all of them for a single setting, "defaults" when it has none), for labels
+    that need no registry (the defender's `knob` lives in the engine)."""
+    settings = [json.loads(row["defender_params"]) for row in rows]
+    shown = varying_params(settings) or sorted({k for s in settings for k in s})
+    return [", ".join(f"{k}={s.get(k)}" for k in shown) or "defaults" for s in settings]

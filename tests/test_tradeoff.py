@@ -102,3 +102,18 @@ def test_bad_input_is_one_line_exit_2(cli, db, args, message):
 def test_no_points_says_how_to_get_them(cli, db):
     out = cli("tradeoff", "-d", "rounding", "-a", "knockoff", "--db", db)
     assert out.exit_code == 0 and "no finished matches of rounding vs knockoff" in out.stderr
+
+
+def test_show_lists_the_other_settings_played_in_the_match_arena(cli, db):
+    # match 1 is randp eps 0.1, seed 0: its arena (knockoff, soft, default budget) has three settings
+    out = cli("show", "1", "--db", db)
+    assert out.exit_code == 0, out.output
+    assert "trade-off: randp settings vs knockoff (soft, budget" in out.stdout
+    table = out.stdout.split("trade-off:")[1]
+    for setting in ("* eps=0.1", "  eps=0.5", "  eps=2.0"):
+        assert setting in table, setting
+    assert "89.0%" in table and "75.0%" in table  # the eps 0.5 point: served and clone means over seeds
+    # the dfme match (7) and the hard-label one (8) are alone in their arenas: no table
+    for alone in ("7", "8"):
+        out = cli("show", alone, "--db", db)
+        assert out.exit_code == 0 and "trade-off:" not in out.stdout

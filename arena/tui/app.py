@@ -1,6 +1,7 @@
 """The Textual application behind `arena tui`.
 
-Screens: leaderboard (default), new match, live match, match details / comparison, help.
+Screens: leaderboard (default), new match, live match, match details / comparison, defence
+ranking and a defence's trade-off curve, help.
 Matches run in detached `arena worker` processes; this process only reads the database
 (and writes cancellation requests), so it never imports torch.
 """
@@ -26,6 +27,7 @@ from arena.tui.launcher import Settings, start_worker
 from arena.tui.leaderboard import LeaderboardScreen
 from arena.tui.live import LiveScreen
 from arena.tui.new_match import NewMatchScreen
+from arena.tui.ranking import DefenceRankingScreen
 from engines.errors import ArenaError
 from storage.records import MatchRecord
 
@@ -173,6 +175,10 @@ class ArenaApp(App):
                 self.compare(base, other)
 
         self.push_screen(PickMatchScreen(base, candidates), chosen)
+
+    def show_defences(self, dataset: str | None = None) -> None:
+        if not isinstance(self.screen, DefenceRankingScreen):
+            self.push_screen(DefenceRankingScreen(dataset))
 
     def action_new_match(self) -> None:
         if not isinstance(self.screen, NewMatchScreen):

@@ -14,7 +14,10 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from storage import Match, liveness, open_database, queries, resolve_db_url
+from storage import ranking as ranking_module
+from storage import tradeoff as tradeoff_module
 from storage.queries import LeaderboardFilter
+from storage.ranking import DefenceRow
 from storage.records import ACTIVE, BoardRow, EventRecord, MatchRecord, StoredCheckpoint
 from storage.tables import MATCH_STATUSES as STATUSES
 
@@ -113,6 +116,18 @@ class ArenaStore:
                 column = getattr(Match, name)
                 out[name] = sorted(session.exec(select(column).distinct()).all())
         return out
+
+    def defence_ranking(self, dataset: str | None = None) -> list[DefenceRow]:
+        """`arena leaderboard --by defence`'s rows (storage/ranking.py)."""
+        return ranking_module.defence_ranking(self._reader, dataset)
+
+    def tradeoff(self, defender: str, attacker: str, label_mode: str, dataset: str, query_budget: int) -> list[dict]:
+        """`arena tradeoff`'s points for one arena (storage/tradeoff.py), each with its `setting`
+        name (the defender parameters that differ between the points)."""
+        rows = tradeoff_module.tradeoff(
+            self._reader, defender, attacker, label_mode=label_mode, dataset=dataset, query_budget=query_budget
+        )
+        return [{**row, "setting": name} for row, name in zip(rows, tradeoff_module.setting_names(rows))]
 
     def match(self, match_id: int) -> MatchRecord | None:
         return queries.get_match(self._reader, match_id)

@@ -25,6 +25,7 @@ HELP = (
             ("s / r", "cycle the sort column / reverse it (or click a header)"),
             ("f / t", "focus the filters (data set, attacker, label, status) / the table"),
             ("space, c", "mark a match, then c on another compares the two"),
+            ("d", "defence ranking (worst cases, CIs, flags)"),
         ),
     ),
     (
@@ -50,6 +51,15 @@ HELP = (
             ("left/right", "switch tabs: curves, numbers, config, provenance, log"),
             ("c", "compare with another match (curves overlaid as A and B)"),
             ("l", "live view"),
+        ),
+    ),
+    (
+        "Defence ranking",
+        (
+            ("up/down", "select a defence (its interval and flags show below)"),
+            ("f", "focus the data set filter"),
+            ("t or enter", "the defence's trade-off curve in its worst-case arena"),
+            ("escape", "back to the leaderboard"),
         ),
     ),
     (

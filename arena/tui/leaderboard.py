@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from arena.render import fmt
 from arena.tui.data import STATUSES, BoardFilter
+from arena.tui.polled import PolledScreen
 from arena.tui.widgets import status_text
 from storage.records import BoardRow
 
@@ -33,7 +33,7 @@ SORTABLE = ("arena", "id", "clone_accuracy", "fidelity_served", "defender_accura
 FILTERS = (("dataset", "data set"), ("attacker", "attacker"), ("label_mode", "label"), ("status", "status"))
 
 
-class LeaderboardScreen(Screen):
+class LeaderboardScreen(PolledScreen):
     BINDINGS = [
         Binding("n", "new_match", "New match"),
         Binding("enter", "open", "Open", show=False),
@@ -41,13 +41,13 @@ class LeaderboardScreen(Screen):
         Binding("r", "reverse", "Reverse", show=False),
         Binding("space", "mark", "Mark", show=False),
         Binding("c", "compare", "Compare"),
+        Binding("d", "defences", "Defences"),
         Binding("f", "focus_filters", "Filters"),
         Binding("t", "focus_table", "Table", show=False),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
     AUTO_FOCUS = "#board"
-    POLL_SECONDS = 1.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,9 +56,7 @@ class LeaderboardScreen(Screen):
         self.sort_key = "arena"
         self.sort_reverse = False
         self.marked: int | None = None
-        self._polling = False
         self._choices: dict[str, list[str]] = {}
-        self._token = None  # what the rows shown were read at
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False)
@@ -76,36 +74,17 @@ class LeaderboardScreen(Screen):
         self.title = "MISLEADER Arena"
         self.sub_title = "leaderboard"
         self.query_one("#filter-status", Select).set_options([(s, s) for s in STATUSES])
-        self.refresh_board()
-        self.set_interval(self.POLL_SECONDS, self.refresh_board)
-
-    def on_screen_resume(self) -> None:
-        self._token = None  # read again when coming back
-        self.refresh_board()
+        self.start_polling()
 
     # -- data -----------------------------------------------------------------------------------
-    def refresh_board(self) -> None:
-        if not self._polling:
-            self._polling = True
-            self._load(self.filters)
+    def query_key(self) -> BoardFilter:
+        return self.filters
 
-    @work(thread=True, exit_on_error=False, group="board")
-    def _load(self, filters: BoardFilter) -> None:
-        try:
-            store = self.app.store
-            token = (store.board_token(), filters)
-            if token == self._token:
-                return  # nothing changed: no rows read, nothing redrawn
-            rows, choices = store.board(filters), store.choices()
-        finally:
-            self._polling = False
-        self.app.call_from_thread(self._apply, filters, rows, choices, token)
+    def read(self, filters: BoardFilter) -> tuple[list[BoardRow], dict[str, list[str]]]:
+        return self.app.store.board(filters), self.app.store.choices()
 
-    def _apply(self, filters: BoardFilter, rows: list[BoardRow], choices: dict[str, list[str]], token) -> None:
-        if filters != self.filters:
-            self.refresh_board()  # the filters changed while this was read
-            return
-        self._token = token
+    def show_data(self, data: tuple[list[BoardRow], dict[str, list[str]]]) -> None:
+        rows, choices = data
         self._update_choices(choices)
         if rows != self.rows:
             self.rows = rows
@@ -183,7 +162,7 @@ class LeaderboardScreen(Screen):
         name = (event.select.id or "").removeprefix("filter-")
         value = None if event.value is Select.NULL else str(event.value)
         self.filters = BoardFilter(**{**self.filters.__dict__, name: value})
-        self.refresh_board()
+        self.refresh_data()
 
     @on(DataTable.RowSelected, "#board")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
@@ -229,6 +208,9 @@ class LeaderboardScreen(Screen):
             self.app.compare(self.marked, match_id)
         else:
             self.app.pick_and_compare(match_id)
+
+    def action_defences(self) -> None:
+        self.app.show_defences(self.filters.dataset)
 
     def action_focus_filters(self) -> None:
         self.query_one("#filter-dataset", Select).focus()

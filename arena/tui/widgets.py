@@ -133,3 +133,60 @@ STATUS_STYLES = {
 
 def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One defender setting on the trade-off plot (fractions, as stored)."""
+
+    setting: str
+    served: float
+    clone: float
+    ranked: bool  # the setting the defence ranking's row is about
+
+
+class TradeoffPlot(PlotextPlot):
+    """A defence's trade-off curve (storage/tradeoff.py): clone accuracy (%) against served
+    clean accuracy (%), one point per defender setting, in the order the settings were
+    listed; the ranked setting is drawn again with its own marker."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.points: list[TradeoffPoint] = []
+        self.redraws = 0
+
+    def show(self, points: list[TradeoffPoint]) -> None:
+        if points != self.points:
+            self.points = list(points)
+            self.refresh()
+
+    def render(self):
+        if not self.points:
+            return Text("")
+        self.redraws += 1
+        try:
+            self._draw()
+            return super().render()
+        except Exception as exc:  # a plotting corner case must not take the screen down
+            return Text(f"plot unavailable ({exc.__class__.__name__}: {exc})", style="dim")
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plain = self.app.no_color
+        xs = [100 * p.served for p in self.points]
+        ys = [100 * p.clone for p in self.points]
+        if plain:
+            plt.plot(xs, ys, label="settings", marker=PLAIN_MARKERS[0][0])
+        else:
+            plt.plot(xs, ys, label="settings", marker="braille", color=COLOURS[0][0])
+            plt.scatter(xs, ys, marker="o", color=COLOURS[0][0])
+        ranked = [(x, y) for x, y, p in zip(xs, ys, self.points) if p.ranked]
+        if ranked:
+            kwargs = {} if plain else {"color": COLOURS[1][0]}
+            plt.scatter([x for x, _ in ranked], [y for _, y in ranked], label="ranked setting", marker="@", **kwargs)
+        plt.xscale("linear")
+        plt.xlim(0, 100)
+        plt.ylim(0, 100)
+        plt.xlabel("served clean acc %")
+        plt.ylabel("clone acc %")
