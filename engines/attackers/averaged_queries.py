@@ -28,7 +28,7 @@ from pydantic import Field
 
 from engines.attackers._common import query_all, targets_from_answers, train_clone
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams
+from engines.attackers.knockoff import KnockoffParams, knockoff_train_config
 from engines.errors import ArenaError
 from engines.oracle import Oracle
 
@@ -92,13 +92,9 @@ class AveragedQueries(Attacker):
                 images[:bought],
                 targets,
                 100 + index,
+                knockoff_train_config(p),
                 arch=p.clone_arch,
-                epochs=p.epochs,
                 min_steps=p.min_steps,
-                batch_size=p.batch_size,
-                lr=p.lr,
-                momentum=p.momentum,
-                weight_decay=p.weight_decay,
             )
             ctx.checkpoint_if_due(clone, oracle.queries_used, force=True)
         return clone
