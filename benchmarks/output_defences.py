@@ -359,19 +359,18 @@ def main() -> None:
     planned = list({s.model_dump_json(): s for s in order}.values())
     played = [result(s) for s in planned]
     match_minutes = sum(m.wall_seconds or 0 for m in played if m is not None) / 60
-    flags = "".join(
-        [
-            " --quick" if args.quick else "",
-            f" --workers {args.workers}" if args.workers > 1 else "",
-            " --report-only" if args.report_only else "",
-        ]
-    )
+    flags = "".join(f" {arg}" for arg in sys.argv[1:])
     lines = [
         f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/output_defences.py{flags}`; "
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} torch thread(s), "
         f"device cpu. Database {args.db}. {sum(m is not None for m in played)} of {len(planned)} planned "
         f"matches done; their wall times sum to {match_minutes:.0f} min (on a machine shared with other jobs); "
-        f"this invocation took {total / 60:.1f} min (matches already in the database are not replayed).",
+        + (
+            "this invocation played none (--report-only: tables from the database, throughput measured anew; "
+            "the matches were played by the same command without --report-only)."
+            if args.report_only
+            else f"this invocation took {total / 60:.1f} min (matches already in the database are not replayed)."
+        ),
         "",
         "Budgets: "
         + ", ".join(f"{a} {b:,}" for a, (b, _) in bench.budgets.items())
