@@ -4,6 +4,8 @@ the attack suite, trade-off curves over each defence's knob, and one claim per p
     ARENA_THREADS=1 .venv/bin/python benchmarks/output_defences.py            # full (<= 60 min, 1 thread)
     ARENA_THREADS=1 .venv/bin/python benchmarks/output_defences.py --quick    # smoke run, tiny budgets
     ... --workers 2                                                           # two worker processes
+    ... --report-only                                  # tables from the database, plays nothing
+    ... --defenders mad,grad2 --parts grid             # a subset (defences: --defenders, parts: --parts)
 
 Defences: every registered defender whose module belongs to issue 10 (randp, reverse-sigmoid,
 rounding, top1, mad, mad-argmax, grad2, adaptive-misinformation: whatever is registered when
@@ -13,11 +15,15 @@ Matches are played by the arena's own runner (`arena.runner.enqueue` / `run_matc
 `arena worker` processes with --workers N) into a SQLite database (default
 /tmp/arena-bench-output/output.db). The script is resumable: a match whose resolved spec is
 already `done` in the database is not played again, so after new defences land, rerunning
-plays only their matches. Every curve can be re-drawn with `arena show ID --db ...` and the
+plays only their matches. Matches are played in priority order (seed-0 grid, the curves'
+KnockoffNets points, KnockoffNets-family matches of seeds 1-2, the curves' DFME points, then
+the data-free matches of seeds 1-2), so a run cut short leaves whole tables. Every curve can be re-drawn with `arena show ID --db ...` and the
 trade-off curves with `arena tradeoff --db ...`.
 
 Budgets (CPU scale, sized so the full run takes <= 60 min on one thread of this 2-core
-machine; docs/results.md has the attack suite at its default budgets):
+machine: the 201 matches of the full run took 48 min of summed match wall time, one torch
+thread, on the machine shared with other jobs; docs/results.md has the attack suite at its
+default budgets):
 - KnockoffNets soft / hard, argmax-clone: the default 1,200 queries of the in-distribution
   pool, clone trained 10 epochs (>= 100 steps) instead of 30 (>= 300);
 - averaged-queries: 4,800 queries (1,200 images x 4 answers), same clone training;
@@ -27,7 +33,8 @@ machine; docs/results.md has the attack suite at its default budgets):
   steps (default 5,000 and 1,000);
 - 3 checkpoints per match (the clone is scored at three budgets).
 At these budgets the data-free clones are far from converged (DFME reaches ~66 % only at
-120k queries): their columns compare defences at a small budget, not at the attack's best.
+120k queries; DFMS-SL stays at chance): their columns compare defences at a small budget, not
+at the attack's best.
 The full run prints markdown and rewrites the "output-defences" section of docs/results.md;
 --quick only prints (add --write to record it anyway).
 """
