@@ -4,6 +4,8 @@ the attack suite, trade-off curves over each defence's knob, and one claim per p
     ARENA_THREADS=1 .venv/bin/python benchmarks/output_defences.py            # full (<= 60 min, 1 thread)
     ARENA_THREADS=1 .venv/bin/python benchmarks/output_defences.py --quick    # smoke run, tiny budgets
     ... --workers 2                                                           # two worker processes
+    ... --report-only                                  # tables from the database, plays nothing
+    ... --defenders mad,grad2 --parts grid             # a subset (defences: --defenders, parts: --parts)
 
 Defences: every registered defender whose module belongs to issue 10 (randp, reverse-sigmoid,
 rounding, top1, mad, mad-argmax, grad2, adaptive-misinformation: whatever is registered when
@@ -13,11 +15,15 @@ Matches are played by the arena's own runner (`arena.runner.enqueue` / `run_matc
 `arena worker` processes with --workers N) into a SQLite database (default
 /tmp/arena-bench-output/output.db). The script is resumable: a match whose resolved spec is
 already `done` in the database is not played again, so after new defences land, rerunning
-plays only their matches. Every curve can be re-drawn with `arena show ID --db ...` and the
+plays only their matches. Matches are played in priority order (seed-0 grid, the curves'
+KnockoffNets points, KnockoffNets-family matches of seeds 1-2, the curves' DFME points, then
+the data-free matches of seeds 1-2), so a run cut short leaves whole tables. Every curve can be re-drawn with `arena show ID --db ...` and the
 trade-off curves with `arena tradeoff --db ...`.
 
 Budgets (CPU scale, sized so the full run takes <= 60 min on one thread of this 2-core
-machine; docs/results.md has the attack suite at its default budgets):
+machine: the 201 matches of the full run took 48 min of summed match wall time, one torch
+thread, on the machine shared with other jobs; docs/results.md has the attack suite at its
+default budgets):
 - KnockoffNets soft / hard, argmax-clone: the default 1,200 queries of the in-distribution
   pool, clone trained 10 epochs (>= 100 steps) instead of 30 (>= 300);
 - averaged-queries: 4,800 queries (1,200 images x 4 answers), same clone training;
@@ -27,7 +33,8 @@ machine; docs/results.md has the attack suite at its default budgets):
   steps (default 5,000 and 1,000);
 - 3 checkpoints per match (the clone is scored at three budgets).
 At these budgets the data-free clones are far from converged (DFME reaches ~66 % only at
-120k queries): their columns compare defences at a small budget, not at the attack's best.
+120k queries; DFMS-SL stays at chance): their columns compare defences at a small budget, not
+at the attack's best.
 The full run prints markdown and rewrites the "output-defences" section of docs/results.md;
 --quick only prints (add --write to record it anyway).
 """
@@ -186,6 +193,10 @@ class Bench:
         print(f"  {len(unique)} matches: {len(unique) - len(todo)} already done, {len(todo)} to play", flush=True)
         if todo:
             self.runner.validate_batch(todo, self.env)
+        wanted = {s.model_dump_json() for s in todo}
+        for key, match in found.items():  # a previous plan's leftovers must not reach the workers
+            if match.status == "queued" and key not in wanted:
+                queries.update_match(self.engine, match.id, status="cancelled", phase="cancelled")
         if workers > 1:
             missing = [s for s in todo if s.model_dump_json() not in found]
             if missing:
@@ -266,6 +277,7 @@ def main() -> None:
     parser.add_argument("--db", default="/tmp/arena-bench-output/output.db")
     parser.add_argument("--cache-dir", default=str(ROOT / ".arena" / "cache"))
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the grid (full run)")
+    parser.add_argument("--defenders", default=None, help="comma-separated subset of the output defences")
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -287,6 +299,11 @@ def main() -> None:
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.db, args.cache_dir, args.quick)
     names = output_defences()
+    if args.defenders:
+        unknown = set(args.defenders.split(",")) - set(names)
+        if unknown:
+            raise SystemExit(f"not an output defence: {', '.join(sorted(unknown))}; registered: {', '.join(names)}")
+        names = [n for n in names if n in args.defenders.split(",")]
     seeds = [0] if args.quick else list(range(args.seeds))
     started = time.perf_counter()
     print(f"output defences registered: {', '.join(names)}", flush=True)
@@ -349,19 +366,18 @@ def main() -> None:
     planned = list({s.model_dump_json(): s for s in order}.values())
     played = [result(s) for s in planned]
     match_minutes = sum(m.wall_seconds or 0 for m in played if m is not None) / 60
-    flags = "".join(
-        [
-            " --quick" if args.quick else "",
-            f" --workers {args.workers}" if args.workers > 1 else "",
-            " --report-only" if args.report_only else "",
-        ]
-    )
+    flags = "".join(f" {arg}" for arg in sys.argv[1:])
     lines = [
         f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/output_defences.py{flags}`; "
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} torch thread(s), "
         f"device cpu. Database {args.db}. {sum(m is not None for m in played)} of {len(planned)} planned "
         f"matches done; their wall times sum to {match_minutes:.0f} min (on a machine shared with other jobs); "
-        f"this invocation took {total / 60:.1f} min (matches already in the database are not replayed).",
+        + (
+            "this invocation played none (--report-only: tables from the database, throughput measured anew; "
+            "the matches were played by the same command without --report-only)."
+            if args.report_only
+            else f"this invocation took {total / 60:.1f} min (matches already in the database are not replayed)."
+        ),
         "",
         "Budgets: "
         + ", ".join(f"{a} {b:,}" for a, (b, _) in bench.budgets.items())
@@ -399,32 +415,34 @@ def main() -> None:
             f"| defender | knob | victim | served | {header} |",
             "|---|---|---|---|" + "---|" * len(attack_cols),
         ]
-        grid: dict[tuple[str, str], list] = {}
+        grid: dict[tuple[str, str], dict[int, float]] = {}  # (defender, column) -> {seed: value}
         for name in ["undefended", *names]:
-            served, victim = [], []
+            served: dict[int, float] = {}
+            victim: dict[int, float] = {}
             cells = []
             for attacker, label in attack_cols:
-                values = []
+                values: dict[int, float] = {}
                 for seed in seeds:
                     m = result(bench.spec(name, attacker, label, seed)) if _planned(name, attacker) else None
                     if m is not None:
-                        values.append(m.clone_accuracy)
-                        if attacker == "knockoff" and label == "soft":
-                            served.append(m.defender_accuracy)
-                            victim.append(m.victim_accuracy)
+                        values[seed] = m.clone_accuracy
+                        served.setdefault(seed, m.defender_accuracy)
+                        victim.setdefault(seed, m.victim_accuracy)
                 grid[(name, attacker + ("-hard" if label == "hard" else ""))] = values
-                cells.append(mean_std(values, len(seeds)) if _planned(name, attacker) else "")
-            grid[(name, "served")] = served
+                cells.append(mean_std(list(values.values()), len(seeds)) if _planned(name, attacker) else "")
+            grid[(name, "served")], grid[(name, "victim")] = served, victim
             lines.append(
-                f"| {name} | {knob_label(name, {})} | {mean_std(victim, len(seeds))} | {mean_std(served, len(seeds))} | "
-                f"{' | '.join(cells)} |"
+                f"| {name} | {knob_label(name, {})} | {mean_std(list(victim.values()), len(seeds))} | "
+                f"{mean_std(list(served.values()), len(seeds))} | {' | '.join(cells)} |"
             )
     if "curves" in parts:
         lines += [
             "",
             "### Trade-off curves (seed 0): served clean accuracy vs clone accuracy (%)",
             "",
-            f"`arena tradeoff --db {args.db}` draws the same points.",
+            f"`arena tradeoff -d NAME -a knockoff -l soft --db {args.db}` (or `-a dfme`) draws these curves "
+            "from the same database; it averages over seeds, so its default-knob point also includes the "
+            "grid's seeds 1-2.",
             "",
             "| defender | knob | served | knockoff soft | dfme |",
             "|---|---|---|---|---|",
@@ -468,11 +486,15 @@ def _planned(name: str, attacker: str) -> bool:
 
 
 def claims(grid: dict) -> list[str]:
-    """Each paper's qualitative claim, with the numbers and whether it held here."""
+    """Each paper's qualitative claim, with the numbers and whether it held here. Every
+    comparison is paired: means over the seeds where all compared cells have a match."""
 
-    def mean(name, column):
-        values = [v for v in grid.get((name, column), []) if v is not None]
-        return statistics.mean(values) if values else None
+    def means(*cells):
+        """Means of the (defender, column) cells over their common seeds; None if none."""
+        common = set.intersection(*(set(grid.get(cell, {})) for cell in cells))
+        if not common:
+            return [None] * len(cells)
+        return [statistics.mean(grid[cell][seed] for seed in common) for cell in cells]
 
     def fmt(v):
         return "-" if v is None else f"{100 * v:.1f}"
@@ -483,95 +505,83 @@ def claims(grid: dict) -> list[str]:
         verdict = "n/a (missing matches)" if ok is None else ("yes" if ok else "no")
         out.append(f"| {paper} | {claim} | {measured} | {verdict} |")
 
-    und_soft, und_served = mean("undefended", "knockoff"), mean("undefended", "served")
-    checks = []
-    if ("mad", "knockoff") in grid:
-        m_soft, m_arg = mean("mad", "knockoff"), mean("mad", "argmax-clone")
-        ok = None if None in (m_soft, m_arg, und_soft) else (m_soft < und_soft and m_arg > m_soft)
-        checks.append(
-            (
-                "Orekondy et al. 2020 (MAD)",
-                "MAD lowers a soft-label KnockoffNets clone; argmax-clone recovers much of it",
-                f"knockoff soft: undefended {fmt(und_soft)}, mad {fmt(m_soft)}; argmax-clone vs mad {fmt(m_arg)}",
-                ok,
-            )
+    def present(name):
+        return any(key[0] == name for key in grid)
+
+    if present("mad"):
+        und, mad, arg = means(("undefended", "knockoff"), ("mad", "knockoff"), ("mad", "argmax-clone"))
+        ok = None if None in (und, mad, arg) else (mad < und and arg - mad >= (und - mad) / 2)
+        add(
+            "Orekondy et al. 2020 (MAD)",
+            "MAD lowers a soft-label KnockoffNets clone; argmax-clone recovers at least half of the loss",
+            f"knockoff soft: undefended {fmt(und)}, mad {fmt(mad)}; argmax-clone vs mad {fmt(arg)}",
+            ok,
         )
-    if ("mad-argmax", "served") in grid:
-        served = mean("mad-argmax", "served")
-        ok = None if None in (served, und_served) else abs(served - und_served) < 1e-9
-        checks.append(
-            (
-                "Orekondy et al. 2020 (MAD-argmax)",
-                "the argmax-preserving variant keeps the defender's clean accuracy exactly",
-                f"served {fmt(served)} vs undefended {fmt(und_served)}",
-                ok,
-            )
+    if present("mad-argmax"):
+        served, victim = means(("mad-argmax", "served"), ("mad-argmax", "victim"))
+        ok = None if None in (served, victim) else abs(served - victim) < 1e-9
+        add(
+            "Orekondy et al. 2020 (MAD-argmax)",
+            "the argmax-preserving variant keeps the victim's clean accuracy exactly",
+            f"served {fmt(served)} vs victim {fmt(victim)}",
+            ok,
         )
-    if ("randp", "knockoff") in grid:
-        r_soft, r_avg = mean("randp", "knockoff"), mean("randp", "averaged-queries")
-        ok = None if None in (r_soft, r_avg) else r_avg > r_soft
-        checks.append(
-            (
-                "Orekondy et al. 2020 (random-noise baseline)",
-                "zero-mean random perturbations are averaged away: averaged-queries beats knockoff soft",
-                f"randp: knockoff soft {fmt(r_soft)}, averaged-queries {fmt(r_avg)}",
-                ok,
-            )
+    if present("randp"):
+        soft, avg = means(("randp", "knockoff"), ("randp", "averaged-queries"))
+        ok = None if None in (soft, avg) else avg > soft
+        add(
+            "Orekondy et al. 2020 (random-noise baseline)",
+            "zero-mean random noise is averaged away: averaged-queries (4 answers per image) beats knockoff soft",
+            f"randp: knockoff soft {fmt(soft)}, averaged-queries {fmt(avg)}",
+            ok,
         )
-    if ("reverse-sigmoid", "knockoff") in grid:
-        s_soft, s_arg = mean("reverse-sigmoid", "knockoff"), mean("reverse-sigmoid", "argmax-clone")
-        ok = None if None in (s_soft, und_soft) else s_soft < und_soft
-        checks.append(
-            (
-                "Lee et al. 2019 (reverse sigmoid)",
-                "the perturbation hurts soft-label extraction (clone below undefended's)",
-                f"knockoff soft: undefended {fmt(und_soft)}, reverse-sigmoid {fmt(s_soft)} (argmax-clone {fmt(s_arg)})",
-                ok,
-            )
+    if present("reverse-sigmoid"):
+        und, rs = means(("undefended", "knockoff"), ("reverse-sigmoid", "knockoff"))
+        (arg,) = means(("reverse-sigmoid", "argmax-clone"))
+        ok = None if None in (und, rs) else rs < und
+        add(
+            "Lee et al. 2019 (reverse sigmoid)",
+            "the perturbation hurts soft-label extraction (clone below undefended's)",
+            f"knockoff soft: undefended {fmt(und)}, reverse-sigmoid {fmt(rs)} (argmax-clone {fmt(arg)})",
+            ok,
         )
-    if ("top1", "knockoff-hard") in grid:
-        t_hard, u_hard = mean("top1", "knockoff-hard"), mean("undefended", "knockoff-hard")
-        r_soft = mean("rounding", "knockoff")
-        ok = None if None in (t_hard, u_hard) else abs(t_hard - u_hard) <= 0.02
-        checks.append(
-            (
-                "Tramèr et al. 2016 (rounding / labels only)",
-                "label-only answers still let a hard-label attacker extract the model (within 2 points)",
-                f"knockoff hard: undefended {fmt(u_hard)}, top1 {fmt(t_hard)}; rounding vs knockoff soft {fmt(r_soft)}",
-                ok,
-            )
+    if present("top1"):
+        und, top1 = means(("undefended", "knockoff-hard"), ("top1", "knockoff-hard"))
+        (rnd,) = means(("rounding", "knockoff"))
+        ok = None if None in (und, top1) else abs(top1 - und) <= 0.02
+        add(
+            "Tramèr et al. 2016 (rounding / labels only)",
+            "label-only answers still let a hard-label attacker extract the model (within 2 points)",
+            f"knockoff hard: undefended {fmt(und)}, top1 {fmt(top1)}; rounding vs knockoff soft {fmt(rnd)}",
+            ok,
         )
-    if ("grad2", "knockoff") in grid:
-        g_soft, m_soft = mean("grad2", "knockoff"), mean("mad", "knockoff")
-        ok = None if None in (g_soft, m_soft) else g_soft < m_soft
-        checks.append(
-            (
-                "Mazeika et al. 2022 (GRAD²)",
-                "gradient redirection lowers a soft-label clone more than MAD at the same eps",
-                f"knockoff soft: grad2 {fmt(g_soft)}, mad {fmt(m_soft)}",
-                ok,
-            )
+    if present("grad2"):
+        grad2, mad = means(("grad2", "knockoff"), ("mad", "knockoff"))
+        ok = None if None in (grad2, mad) else grad2 < mad
+        add(
+            "Mazeika et al. 2022 (GRAD²)",
+            "gradient redirection lowers a soft-label clone more than MAD at the same eps",
+            f"knockoff soft: grad2 {fmt(grad2)}, mad {fmt(mad)}",
+            ok,
         )
-    if ("adaptive-misinformation", "dfme") in grid:
-        a_dfme, u_dfme = mean("adaptive-misinformation", "dfme"), mean("undefended", "dfme")
-        a_maze, u_maze = mean("adaptive-misinformation", "maze"), mean("undefended", "maze")
-        a_served = mean("adaptive-misinformation", "served")
+    if present("adaptive-misinformation"):
+        am = "adaptive-misinformation"
+        u_dfme, a_dfme, u_maze, a_maze = means(
+            ("undefended", "dfme"), (am, "dfme"), ("undefended", "maze"), (am, "maze")
+        )
+        served, victim = means((am, "served"), (am, "victim"))
         ok = (
             None
-            if None in (a_dfme, u_dfme, a_served, und_served)
-            else (a_dfme < u_dfme and und_served - a_served < 0.01)
+            if None in (u_dfme, a_dfme, u_maze, a_maze, served, victim)
+            else (a_dfme < u_dfme and a_maze < u_maze and victim - served < 0.01)
         )
-        checks.append(
-            (
-                "Kariyappa & Qureshi 2020 (Adaptive Misinformation)",
-                "OOD-querying (data-free) attacks get worse clones, benign accuracy drops < 1 point",
-                f"dfme: undefended {fmt(u_dfme)}, AM {fmt(a_dfme)}; maze: {fmt(u_maze)} vs {fmt(a_maze)}; "
-                f"served {fmt(a_served)} vs {fmt(und_served)}",
-                ok,
-            )
+        add(
+            "Kariyappa & Qureshi 2020 (Adaptive Misinformation)",
+            "data-free (OOD-querying) attacks get worse clones while benign accuracy drops < 1 point",
+            f"dfme: undefended {fmt(u_dfme)}, AM {fmt(a_dfme)}; maze: undefended {fmt(u_maze)}, AM {fmt(a_maze)}; "
+            f"served {fmt(served)} vs victim {fmt(victim)}",
+            ok,
         )
-    for check in checks:
-        add(*check)
     return out
 
 
