@@ -33,6 +33,7 @@ def validate_batch(specs: list[MatchSpec], env: MatchEnvironment) -> None:
     """Check everything that can be checked without training: raises ArenaError."""
     from engines.attackers import ATTACKERS
     from engines.data import load_dataset, load_pool
+    from engines.defenders import DEFENDERS
     from engines.devices import resolve_device
 
     loaded: dict[str, object] = {}
@@ -44,6 +45,11 @@ def validate_batch(specs: list[MatchSpec], env: MatchEnvironment) -> None:
         splits = loaded[spec.dataset]
         with _about("pool"):
             pool = load_pool(spec.pool, splits, env.data_root, env.cache_root, env.download)
+        defender_cls = DEFENDERS.get(spec.defender)
+        for name in defender_cls.datasets_needed(defender_cls.Params.model_validate(spec.defender_params)):
+            with _about("defender_params"):
+                if name not in loaded:
+                    loaded[name] = load_dataset(name, env.data_root, env.cache_root, env.download)
         attacker_cls = ATTACKERS.get(spec.attacker)
         attacker = attacker_cls(attacker_cls.Params.model_validate(spec.attacker_params))
         with _about("label_mode"):  # with no queries asked, only the label mode can be refused

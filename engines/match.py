@@ -105,7 +105,9 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
     )
     observer.log(f"victim test accuracy {victim.test_accuracy:.4f}")
 
-    defender_model, served_labels, defender = prepare_defender(spec, victim_model, key, splits, store, device, observer)
+    defender_model, served_labels, defender = prepare_defender(
+        spec, victim_model, key, splits, store, device, observer, env
+    )
     observer.defender_ready(victim, defender)
     observer.log(f"defender clean accuracy {defender.clean_accuracy:.4f}")
 
@@ -189,9 +191,11 @@ def prepare_defender(
     store: ArtifactStore,
     device: torch.device,
     observer: MatchObserver,
+    env: MatchEnvironment | None = None,
 ) -> tuple[Defender, torch.Tensor, DefenderFacts]:
     """Build and prepare the spec's defender; returns it, its served labels on the test split
-    and its facts."""
+    and its facts. (`env`: where data sets the defence names are read from.)"""
+    env = env or MatchEnvironment()
     observer.phase("preparing defender", spec.defender)
     defender_cls = DEFENDERS.get(spec.defender)
     defender = defender_cls(
@@ -203,6 +207,8 @@ def prepare_defender(
             device=device,
             store=store,
             seed=spec.seed,
+            data_root=env.data_root,
+            download=env.download,
             progress=observer.progress,
             log=observer.log,
             should_stop=observer.should_stop,

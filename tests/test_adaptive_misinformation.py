@@ -150,3 +150,55 @@ def test_answers_do_not_depend_on_the_batch(defence, mnist5k):
         whole = defender.serve(x)
         parts = torch.cat([defender.serve(x[i : i + 5]) for i in range(0, 48, 5)])
     assert torch.allclose(whole, parts, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- a real outlier set
+class _BrightDigits:
+    """A stand-in torchvision set (registered for these tests only): mnist5k's digits, inverted."""
+
+    loads = 0
+
+    def __init__(self, source):
+        self.source = source
+
+    def load(self, data_root, download, cache_root):
+        type(self).loads += 1
+        s = self.source
+        flip = ImageSet(255 - s.defender_train.images, s.defender_train.labels)
+        return s.__class__(**{**s.__dict__, "name": "test-inverted", "defender_train": flip})
+
+
+def test_a_named_outlier_set_replaces_the_synthetic_outliers(defence, mnist5k, monkeypatch):
+    from engines.data import DATASETS
+    from engines.defenders import adaptive_misinformation
+
+    monkeypatch.setitem(DATASETS._entries, "test-inverted", lambda: _BrightDigits(mnist5k))
+    monkeypatch.setattr(adaptive_misinformation, "synthesize_outliers", None)  # must not be called
+    _, make = defence
+    served = make(outlier_dataset="test-inverted", oe_epochs=1, misinfo_epochs=1)
+    assert _BrightDigits.loads == 1 and served.info["outliers"] == len(mnist5k.defender_train)
+    inverted = 255 - mnist5k.test.images[:64]
+    assert served.serve(inverted.float().div(255)).shape == (64, 10)
+
+
+def test_a_missing_or_wrong_outlier_set_is_refused_before_anything_is_written(cli, tmp_path):
+    from arena.runner import validate_batch
+    from engines.match import MatchEnvironment
+
+    spec = MatchSpec(device="cpu", defender="adaptive-misinformation", defender_params={"outlier_dataset": "kmnist"})
+    env = MatchEnvironment(data_root=str(tmp_path / "no-data"), cache_root=str(tmp_path / "cache"))
+    with pytest.raises(ArenaError) as caught:
+        validate_batch([spec.resolve()], env)
+    assert "kmnist" in str(caught.value) and caught.value.field == "defender_params"
+    db = tmp_path / "never.db"
+    args = ["-d", "adaptive-misinformation", "--data-root", tmp_path / "no-data", "--db", db, "--device", "cpu"]
+    result = cli("run", *args, "--config", _params_file(tmp_path, 'outlier_dataset = "kmnist"'))
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1 and not db.exists()
+    with pytest.raises(ArenaError, match="unknown data set"):
+        MatchSpec(defender="adaptive-misinformation", defender_params={"outlier_dataset": "nowhere"}).resolve()
+
+
+def _params_file(tmp_path, line: str):
+    path = tmp_path / "am.toml"
+    path.write_text(f"[defender_params]\n{line}\n")
+    return path

@@ -31,9 +31,11 @@ different classes are available (`outliers=[...]`) but off by default: measured 
 (seed 0, `oe_epochs` 5), with all four kinds the detector's max softmax fell below 0.5 on
 4.2 % of clean test images (served clean accuracy 95.2 % at tau 0.5, victim 98.1 %), with
 noise + blobs on 0.3 % (97.9 %); digit-like outliers teach the detector to doubt real,
-slightly unusual digits. The paper uses a real OOD set (KMNIST for MNIST); a torchvision
-outlier set named through the data root is not supported yet: the defender context carries
-no data root (adding one means passing it through `DefenderContext.extra`).
+slightly unusual digits. The paper uses a real OOD set (KMNIST for MNIST): name one with
+`outlier_dataset` (a torchvision set read from `--data-root`, downloaded with `--download`
+where a network exists); its train and validation images (never its test split), converted to
+the match's channels, replace the synthetic ones. It must be another data set than the
+match's, and it is checked for availability before the match is queued.
 
 Defaults and their sources: nu = 10,000 (the public code's sigmoid slope); tau = 0.5
 (chosen here, see below; the public code's MNIST example uses 0.99); outlier_ratio 1 (the
@@ -64,11 +66,13 @@ import copy
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from engines.data import load_pool
 from engines.defenders._outliers import synthesize_outliers
 from engines.defenders.base import DEFENDERS, Defender
+from engines.errors import ArenaError
 from engines.models import build_model
 from engines.training import TrainConfig, accuracy, fit, predict_probs
 
@@ -82,7 +86,18 @@ class AdaptiveMisinformationParams(BaseModel):
     tau: float = Field(0.5, ge=0, le=1)  # OOD threshold on the detector's max softmax
     nu: float = Field(10_000.0, gt=0)  # sigmoid slope (public code)
     outliers: tuple[Literal["noise", "blobs", "patches", "blend"], ...] = Field(("noise", "blobs"), min_length=1)
-    outlier_ratio: float = Field(1.0, gt=0, le=4)  # synthetic outliers per training image
+    outlier_ratio: float = Field(1.0, gt=0, le=4)  # outliers per training image
+    outlier_dataset: str | None = None  # a real OOD set (e.g. "kmnist") instead of synthetic outliers
+
+    @field_validator("outlier_dataset")
+    @classmethod
+    def _known_dataset(cls, value):
+        from engines.data import DATASETS
+
+        if value is not None and value not in DATASETS:
+            raise ValueError(f"unknown data set {value!r}; choose one of {', '.join(DATASETS.names())}")
+        return value
+
     oe_epochs: int = Field(5, ge=1)  # detector fine-tuning epochs
     oe_lr: float = Field(0.01, gt=0)
     misinfo_epochs: int = Field(15, ge=1)
@@ -111,6 +126,10 @@ class AdaptiveMisinformation(Defender):
     knob_values = (0.5, 0.9, 0.99)
     zero_protection_params = {"tau": 0.0}
 
+    @classmethod
+    def datasets_needed(cls, params: AdaptiveMisinformationParams) -> list[str]:
+        return [params.outlier_dataset] if params.outlier_dataset else []
+
     def artifact_spec(self) -> dict:
         p: AdaptiveMisinformationParams = self.params
         return {
@@ -118,6 +137,7 @@ class AdaptiveMisinformation(Defender):
             "method": "adaptive-misinformation",
             "outliers": list(p.outliers),
             "outlier_ratio": p.outlier_ratio,
+            "outlier_dataset": p.outlier_dataset,
             "oe": {"epochs": p.oe_epochs, "lr": p.oe_lr},
             "misinfo": {"epochs": p.misinfo_epochs, "lr": p.misinfo_lr},
             "batch_size": p.batch_size,
@@ -130,6 +150,18 @@ class AdaptiveMisinformation(Defender):
         s = self.ctx.splits
         return build_model(self.ctx.victim_key["arch"], s.channels, s.num_classes, s.mean, s.std)
 
+    def _outliers(self, train, count: int, generator: torch.Generator) -> torch.Tensor:
+        """`count` outlier images: drawn from the named OOD data set, or synthesised from `train`."""
+        p, ctx = self.params, self.ctx
+        if p.outlier_dataset is None:
+            return synthesize_outliers(train, count, generator, p.outliers)
+        if p.outlier_dataset == ctx.splits.name:
+            raise ArenaError(f"outlier_dataset must be another data set than the match's ({ctx.splits.name})")
+        # load_pool: the other set's images except its test split, in the match's channels
+        other = load_pool(p.outlier_dataset, ctx.splits, ctx.data_root, str(ctx.store.root), ctx.download)
+        pick = torch.randperm(len(other), generator=generator)[:count]
+        return other.images[pick]
+
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
@@ -139,7 +171,7 @@ class AdaptiveMisinformation(Defender):
 
         def build():
             generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 17)
-            outliers = synthesize_outliers(train, round(p.outlier_ratio * len(train)), generator, p.outliers)
+            outliers = self._outliers(train, round(p.outlier_ratio * len(train)), generator)
             classes = splits.num_classes
             with torch.inference_mode(False), torch.enable_grad():
                 ctx.log(f"adaptive-misinformation: outlier-exposure fine-tuning on {len(outliers)} outliers")

@@ -35,6 +35,8 @@ class DefenderContext:
     device: torch.device
     store: ArtifactStore
     seed: int
+    data_root: str = "data"  # where torchvision data sets a defence names are read from
+    download: bool = False
     progress: ProgressFn = lambda done, total, msg: None
     log: Callable[[str], None] = lambda msg: None
     should_stop: Callable[[], None] = lambda: None
@@ -77,6 +79,12 @@ class Defender(ABC):
     knob: ClassVar[str | None] = None
     knob_values: ClassVar[tuple] = ()
     zero_protection_params: ClassVar[dict | None] = None
+
+    @classmethod
+    def datasets_needed(cls, params: BaseModel) -> list[str]:
+        """Data sets besides the match's that the defence reads (e.g. a real outlier set):
+        checked for availability before anything is written."""
+        return []
 
     def __init__(self, params: BaseModel, ctx: DefenderContext):
         self.params = params
