@@ -1,4 +1,4 @@
-"""Output-perturbation defences (issue 10) on mnist5k: serving cost, a 3-seed grid against
+"""Output-perturbation defences on mnist5k: serving cost, a 3-seed grid against
 the attack suite, trade-off curves over each defence's knob, and one claim per paper.
 
     ARENA_THREADS=1 .venv/bin/python benchmarks/output_defences.py            # full (<= 60 min, 1 thread)
@@ -7,7 +7,7 @@ the attack suite, trade-off curves over each defence's knob, and one claim per p
     ... --report-only                                  # tables from the database, plays nothing
     ... --defenders mad,grad2 --parts grid             # a subset (defences: --defenders, parts: --parts)
 
-Defences: every registered defender whose module belongs to issue 10 (randp, reverse-sigmoid,
+Defences: every registered defender that perturbs the victim's output (randp, reverse-sigmoid,
 rounding, top1, mad, mad-argmax, grad2, adaptive-misinformation: whatever is registered when
 the script runs), against `undefended`.
 
@@ -55,7 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ISSUE10_MODULES = {
+OUTPUT_DEFENCE_MODULES = {
     "engines.defenders.randp",
     "engines.defenders.reverse_sigmoid",
     "engines.defenders.rounding",
@@ -118,7 +118,7 @@ def mean_std(values: list[float], expected: int = 1) -> str:
 def output_defences() -> list[str]:
     from engines.defenders import DEFENDERS
 
-    return [name for name in DEFENDERS.names() if DEFENDERS.get(name).__module__ in ISSUE10_MODULES]
+    return [name for name in DEFENDERS.names() if DEFENDERS.get(name).__module__ in OUTPUT_DEFENCE_MODULES]
 
 
 def knob_label(name: str, params: dict) -> str:
@@ -469,7 +469,7 @@ def main() -> None:
     if not args.quick or args.write:
         from benchmarks._results import write_section
 
-        write_section("output-defences", "## Output-perturbation defences (issue 10)\n\n" + text)
+        write_section("output-defences", "## Output-perturbation defences\n\n" + text)
 
 
 def _planned(name: str, attacker: str) -> bool:

@@ -3,7 +3,7 @@ accuracy, final clone accuracy) of its finished matches, one point per defender 
 setting (the knob value) and arena (data set, label mode, budget), mean and sample standard
 deviation over seeds.
 
-A defence judged at one knob setting has not been judged (issue 10): this is the curve that
+A defence judged at one knob setting has not been judged: this is the curve that
 says what each point of protection costs in utility. Rows are plain dicts, like the
 leaderboard's, so every output format renders them.
 """

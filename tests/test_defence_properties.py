@@ -1,4 +1,4 @@
-"""Properties every registered defence must have (issue 10), checked by walking `DEFENDERS`:
+"""Properties every registered defence must have, checked by walking `DEFENDERS`:
 a defence registered in its own module is tested here without touching this file.
 
 Each defence runs at its `smoke_params` against the spine tests' tiny 2-epoch victim (trained

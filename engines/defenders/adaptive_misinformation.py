@@ -44,7 +44,7 @@ victim's architecture (as in the paper), SGD lr 0.05, 15 epochs.
 
 Deliberate deviations:
 - The served honest answer is the victim's own softmax, not the OE-trained model's: the
-  issue's output defences are added to an already-deployed model without retraining it, so
+  arena's output defences are added to an already-deployed model without retraining it, so
   the detector is a separate fine-tuned copy used only for the score. This makes an exact
   zero-protection setting exist (tau = 0: no query scores below 1/C) and keeps served clean
   accuracy tied to the victim's.

@@ -32,7 +32,7 @@ Deliberate deviation from the public baseline (`defenses/victim/bb_randnoise.py`
 noise is uniform in logit space, scaled so its expected norm is eps and then passed through a
 sigmoid and renormalised, so the served L1 distance is not bounded by eps and is far below it
 for confident answers (a logit shift of ~0.1 hardly moves p = 0.99). Here the budget is the
-served L1 distance itself, which is what the issue asks and what `mad`/`grad2` bound.
+served L1 distance itself, the budget `mad` and `grad2` bound too.
 """
 
 from __future__ import annotations
