@@ -25,6 +25,7 @@ from arena.tui.live import LiveScreen
 from arena.tui.new_match import NewMatchScreen
 from arena.tui.widgets import CurvePlot
 from storage import open_database, queries
+from tests.test_tui import screen_text, until
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """\
@@ -36,18 +37,6 @@ train = { epochs = 3, batch_size = 64, lr = 0.05 }
 # Same victim (cached), but slow checkpoints: time to cancel after the first one.
 SLOW_ATTACK = TINY.replace("checkpoints = 3", "checkpoints = 8").replace("min_steps = 40", "min_steps = 400")
 MATCH_TIMEOUT = 300  # seconds; the machine may be shared
-
-
-def screen_text(app) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-async def until(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; the screen shows:\n{screen_text(pilot.app)}")
-        await pilot.pause(0.2)
 
 
 def wait_for(condition, timeout: float) -> None:
