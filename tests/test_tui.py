@@ -74,6 +74,13 @@ def _checkpoint(engine, match_id, index, queries_used, clone, fidelity):
     )
 
 
+@pytest.fixture(autouse=True)
+def no_reaping(monkeypatch):
+    """The running matches here are simulated: no worker stamps a heartbeat for them, so the
+    reaper (which the TUI runs) must not judge them lost however slow the machine is."""
+    monkeypatch.setenv("ARENA_HEARTBEAT_TIMEOUT", str(7 * 24 * 3600))
+
+
 @pytest.fixture
 def db(tmp_path):
     """Four recorded matches: three done (soft twice, hard once), one running with two checkpoints."""

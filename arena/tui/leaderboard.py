@@ -123,6 +123,7 @@ class LeaderboardScreen(PolledScreen):
         table = self.query_one("#board", DataTable)
         current = self.cursor_match()
         table.clear()
+        widths = [len(label) for _, label in COLUMNS]
         for row in self.sorted_rows():
             cells = []
             for key, _ in COLUMNS:
@@ -133,6 +134,12 @@ class LeaderboardScreen(PolledScreen):
                 else:
                     cells.append(fmt(key, getattr(row, key)))
             table.add_row(*cells, key=str(row.id))
+            widths = [max(w, len(c)) for w, c in zip(widths, cells)]
+        # The table measures new rows only when its message queue runs dry; on a machine whose
+        # cores are all busy that can take many frames, and the first frames would cut cells
+        # ("runnin"). The cells are plain text: set the widths they need now.
+        for column, width in zip(table.columns.values(), widths):
+            column.content_width = max(column.content_width, width)
         if current is not None and str(current) in table.rows:
             table.move_cursor(row=table.get_row_index(str(current)), animate=False)
         self._update_status()
