@@ -20,6 +20,29 @@ PLAIN_MARKERS = (("*", "+"), ("o", "x"))
 PLAIN_REFERENCE = ("-", "=")
 
 
+class GuardedPlot(PlotextPlot):
+    """A plotext plot that draws nothing before its data arrives and never lets a plotting
+    corner case take the screen down. Subclasses say `has_data()` and `_draw()` the figure."""
+
+    redraws = 0
+
+    def has_data(self) -> bool:
+        raise NotImplementedError
+
+    def _draw(self) -> None:
+        raise NotImplementedError
+
+    def render(self):
+        if not self.has_data():
+            return Text("")  # nothing to plot yet: the screen's first poll brings the data
+        self.redraws += 1
+        try:
+            self._draw()
+            return super().render()
+        except Exception as exc:  # a plotting corner case must not take the screen down
+            return Text(f"plot unavailable ({exc.__class__.__name__}: {exc})", style="dim")
+
+
 @dataclass(frozen=True)
 class Curves:
     """One match's curves as the plot needs them."""
@@ -30,7 +53,7 @@ class Curves:
     budget: int
 
 
-class CurvePlot(PlotextPlot):
+class CurvePlot(GuardedPlot):
     """Clone accuracy and fidelity (%) against queries, with the defender's clean accuracy as a
     reference line. Data changes mark the plot dirty; Textual coalesces refreshes per frame and
     the screens feed it at most a few times per second. `redraws` counts actual renders; with
@@ -51,20 +74,16 @@ class CurvePlot(PlotextPlot):
             self.curves = list(curves)
             self.refresh()
 
-    def render(self):
-        if not self.curves:
-            return Text("")  # nothing to plot yet: the screen's first poll brings the data
-        self.redraws += 1
+    def has_data(self) -> bool:
+        return bool(self.curves)
+
+    def _draw(self) -> None:
         if self._trace:
             with open(self._trace, "a") as trace:
                 trace.write(f"{time.time():.4f} {self.point_count}\n")
-        try:
-            self._draw()
-            return super().render()
-        except Exception as exc:  # a plotting corner case must not take the screen down
-            return Text(f"plot unavailable ({exc.__class__.__name__}: {exc})", style="dim")
+        self._draw_curves()
 
-    def _draw(self) -> None:
+    def _draw_curves(self) -> None:
         plt = self.plt
         plt.clear_data()
         plain = self.app.no_color
@@ -145,7 +164,7 @@ class TradeoffPoint:
     ranked: bool  # the setting the defence ranking's row is about
 
 
-class TradeoffPlot(PlotextPlot):
+class TradeoffPlot(GuardedPlot):
     """A defence's trade-off curve (storage/tradeoff.py): clone accuracy (%) against served
     clean accuracy (%), one point per defender setting, in the order the settings were
     listed; the ranked setting is drawn again with its own marker."""
@@ -160,15 +179,8 @@ class TradeoffPlot(PlotextPlot):
             self.points = list(points)
             self.refresh()
 
-    def render(self):
-        if not self.points:
-            return Text("")
-        self.redraws += 1
-        try:
-            self._draw()
-            return super().render()
-        except Exception as exc:  # a plotting corner case must not take the screen down
-            return Text(f"plot unavailable ({exc.__class__.__name__}: {exc})", style="dim")
+    def has_data(self) -> bool:
+        return bool(self.points)
 
     def _draw(self) -> None:
         plt = self.plt
