@@ -6,6 +6,8 @@ stays the oracle's: one image = one query, refused whole when a batch would cros
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,11 +48,31 @@ def kl_to_probs(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(logits, dim=1), probs, reduction="batchmean")
 
 
+API_LOG_FLOOR = 1e-12  # log(clamp(p, 1e-12)): the data-free attacks' stand-in for the victim's logits
+
+
 def centred_log_probs(probs: torch.Tensor, floor: float) -> torch.Tensor:
     """log(max(p, floor)) minus its row mean: a logit-like target recovered from probabilities
     (DFME's stand-in for the victim's logits with floor 1e-12; `logp-clone`'s regression target)."""
     log_p = probs.clamp_min(floor).log()
     return log_p - log_p.mean(1, keepdim=True)
+
+
+ApiTarget = Literal["log-probs", "probs-as-logits"]
+
+
+def api_logits(probs: torch.Tensor, target: ApiTarget) -> torch.Tensor:
+    """What a data-free attack treats as the API's logits.
+
+    `log-probs` (the arena's protocol): log(max(p, 1e-12)), the logits up to a per-row
+    constant, so softmax recovers p exactly. `probs-as-logits` replays the public MISLEADER
+    evaluation script, which hands the ensemble's averaged probabilities to DFME/MAZE where
+    the teacher's logits would go: the attack's softmax/log-softmax then acts on p itself, so
+    its target is nearly flat (softmax(p) is within e^1 of uniform) and any defence that
+    serves probabilities looks stronger than one that serves logits."""
+    if target == "probs-as-logits":
+        return probs
+    return probs.clamp_min(API_LOG_FLOOR).log()
 
 
 def train_clone(

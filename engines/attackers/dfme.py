@@ -9,8 +9,10 @@ pre-tanh output. Every evaluated point, probes included, is a query.
 Per iteration: `g_iter` generator steps costing batch*(grad_m+1) queries each, then
 `d_iter` clone steps costing batch queries each (paper: 256*(2) + 5*256 = 1792).
 
-Soft labels only: the loss needs the API's probability vector. Log-probabilities are
-log(clamp(p, 1e-12)), the same for every defender.
+Soft labels only: the loss needs the API's probability vector. The victim's logits are
+stood in for by log(clamp(p, 1e-12)), the same for every defender (`target="log-probs"`);
+`target="probs-as-logits"` replays the public MISLEADER script, which feeds the ensemble's
+probabilities where logits go (the centred target becomes p - 1/C).
 
 Paper / reference values (MNIST, 2M queries): batch 256, generator width (ngf) 64, lr_S 0.1
 (SGD, momentum 0.9, wd 5e-4), lr_G 1e-4 (Adam), lr x0.3 at 10/30/50 % of training, about
@@ -34,14 +36,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from engines.attackers._common import centred_log_probs
+from engines.attackers._common import ApiTarget, api_logits
 from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
 from engines.oracle import Oracle
 from engines.training import train_step
-
-API_LOG_FLOOR = 1e-12  # log(clamp(p, 1e-12)): DFME's stand-in for the victim's logits
 
 
 class DfmeParams(AttackerParams):
@@ -57,9 +57,21 @@ class DfmeParams(AttackerParams):
     weight_decay: float = Field(5e-4, ge=0)
     lr_milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the iterations; paper: (0.1, 0.3, 0.5)
     lr_gamma: float = Field(0.3, gt=0)
+    # what stands in for the victim's logits; "probs-as-logits" replays the public MISLEADER
+    # evaluation script (see `api_logits`), recorded with the match like every parameter
+    target: ApiTarget = "log-probs"
 
 
-def estimate_generator_gradient(pre: torch.Tensor, clone: nn.Module, oracle: Oracle, m: int, epsilon: float):
+def dfme_target(probs: torch.Tensor, target: ApiTarget) -> torch.Tensor:
+    """DFME's regression target: the API's stand-in logits, mean-centred per row (the
+    reference centres the teacher's logits the same way before the L1 loss)."""
+    logits = api_logits(probs, target)
+    return logits - logits.mean(1, keepdim=True)
+
+
+def estimate_generator_gradient(
+    pre: torch.Tensor, clone: nn.Module, oracle: Oracle, m: int, epsilon: float, target: ApiTarget = "log-probs"
+):
     """Forward-difference estimate of d(-L1(clone, API))/d(pre-activation), and that loss.
 
     Queries len(pre) * (m + 1) images: each point and its m perturbed copies.
@@ -71,7 +83,7 @@ def estimate_generator_gradient(pre: torch.Tensor, clone: nn.Module, oracle: Ora
         directions = directions / directions.norm(dim=2, keepdim=True)
         points = torch.cat([pre.view(n, 1, dim) + epsilon * directions, pre.view(n, 1, dim)], dim=1)
         points = to_pixels(points.view(n * (m + 1), *pre.shape[1:]))
-        victim = centred_log_probs(oracle.query(points), API_LOG_FLOOR)
+        victim = dfme_target(oracle.query(points), target)
         student = clone(points)
         loss = -F.l1_loss(student, victim, reduction="none").mean(dim=1).view(n, m + 1)
         differences = (loss[:, :-1] - loss[:, -1:]) / epsilon  # (n, m)
@@ -135,7 +147,7 @@ class Dfme(Attacker):
             clone.eval()
             for _ in range(p.g_iter):
                 pre = generator(sample_z())
-                grad, _ = estimate_generator_gradient(pre, clone, oracle, p.grad_m, p.grad_epsilon)
+                grad, _ = estimate_generator_gradient(pre, clone, oracle, p.grad_m, p.grad_epsilon, p.target)
                 opt_gen.zero_grad(set_to_none=True)
                 pre.backward(grad)
                 opt_gen.step()
@@ -143,8 +155,8 @@ class Dfme(Attacker):
             for _ in range(p.d_iter):
                 with torch.no_grad():
                     fake = to_pixels(generator(sample_z()))
-                target = centred_log_probs(oracle.query(fake), API_LOG_FLOOR)
-                loss = train_step(clone, F.l1_loss, fake, target, opt_clone)  # schedule: per iteration
+                answers = dfme_target(oracle.query(fake), p.target)
+                loss = train_step(clone, F.l1_loss, fake, answers, opt_clone)  # schedule: per iteration
             sched_clone.step()
             sched_gen.step()
             ctx.progress(

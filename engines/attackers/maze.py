@@ -21,6 +21,8 @@ the last whole iteration (fewer than one iteration's cost) are spent on clone st
 generator samples, so the attack stops exactly at its budget.
 
 Soft labels only: the KL loss and the finite differences need the API's probability vector.
+`target="probs-as-logits"` replays the public MISLEADER script's protocol: T = softmax(p)
+instead of p (see `_common.api_logits`).
 
 Paper settings: batch 128, latent 100, ndirs 10, mu 1e-3, iter_clone 5, iter_exp 10,
 SGD lr_gen 1e-4, budgets 5M-30M (FashionMNIST 5M).
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import ReplayBuffer, kl_to_probs
+from engines.attackers._common import ApiTarget, ReplayBuffer, api_logits, kl_to_probs
 from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
@@ -63,6 +65,14 @@ class MazeParams(AttackerParams):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     replay_capacity: int = Field(50_000, ge=1)
+    # what stands in for the victim's logits (see `api_logits`); recorded with the match
+    target: ApiTarget = "log-probs"
+
+
+def teacher_distribution(answers: torch.Tensor, target: ApiTarget) -> torch.Tensor:
+    """T in MAZE's KL(T || S): softmax of the API's stand-in logits. Under `log-probs` that
+    is the answer itself (returned as is, not recomputed)."""
+    return answers if target == "log-probs" else torch.softmax(api_logits(answers, target), dim=1)
 
 
 def per_sample_neg_kl(probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -85,7 +95,7 @@ def zeroth_order_backward(
         directions = directions / directions.flatten(2).norm(dim=2).view(p.ndirs, n, *([1] * (base.ndim - 1)))
         points = torch.cat([base.unsqueeze(0), base.unsqueeze(0) + p.mu * directions]).flatten(0, 1)
         images = to_pixels(points)
-        answers = oracle.query(images)
+        answers = teacher_distribution(oracle.query(images), p.target)
         loss = per_sample_neg_kl(answers, clone(images)).view(1 + p.ndirs, n)
         differences = (loss[1:] - loss[:1]) / p.mu  # (ndirs, n)
         grad = (dim / p.ndirs) * (differences.view(p.ndirs, n, *([1] * (base.ndim - 1))) * directions).sum(0) / n
@@ -158,7 +168,7 @@ class Maze(Attacker):
                 if c > 0:
                     with torch.no_grad():
                         x = to_pixels(generator(sample_z(p.batch_size)))
-                    answers = oracle.query(x)
+                    answers = teacher_distribution(oracle.query(x), p.target)
                 clone_loss = clone_step(x, answers)
             replay.add(x, answers)
             if replay.size >= p.batch_size:
@@ -178,6 +188,6 @@ class Maze(Attacker):
             ctx.should_stop()
             with torch.no_grad():
                 x = to_pixels(generator(sample_z(min(p.batch_size, oracle.remaining))))
-            clone_step(x, oracle.query(x))
+            clone_step(x, teacher_distribution(oracle.query(x), p.target))
         clone.eval()
         return clone
