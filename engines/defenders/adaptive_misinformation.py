@@ -238,7 +238,7 @@ class AdaptiveMisinformation(Defender):
         return torch.where(alpha < ALPHA_FLOOR, torch.zeros_like(alpha), alpha)
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        honest = torch.softmax(self.ctx.victim(images), dim=1)
+        honest = torch.softmax(self.ctx.victim_logits(images), dim=1)
         alpha = self.ood_alpha(images)
         if not bool((alpha > 0).any()):
             return honest

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 import torch
@@ -41,6 +42,15 @@ class DefenderContext:
     log: Callable[[str], None] = lambda msg: None
     should_stop: Callable[[], None] = lambda: None
     extra: dict = field(default_factory=dict)
+
+    @cached_property
+    def victim_logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The victim's logits for serving (an inference copy: batch norm folded, CPU-friendly
+        layout; see engines/serving.py). Training-time uses (gradients, surrogates) keep
+        `victim` itself."""
+        from engines.serving import ServingModel
+
+        return ServingModel(self.victim)
 
 
 class Defender(ABC):

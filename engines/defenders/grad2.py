@@ -119,7 +119,7 @@ class Grad2(Defender):
         return info
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        y = torch.softmax(self.ctx.victim(images), dim=1)
+        y = torch.softmax(self.ctx.victim_logits(images), dim=1)
         if self.params.eps == 0:
             return y
         scores = target_scores(self.surrogate, images, y.float(), self.params.target)

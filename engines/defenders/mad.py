@@ -97,7 +97,7 @@ class Mad(Defender):
         return {"surrogate": arch, "surrogate_init": "random", "jacobian_params": self.surrogate.size}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        y = torch.softmax(self.ctx.victim(images), dim=1)
+        y = torch.softmax(self.ctx.victim_logits(images), dim=1)
         if self.params.eps == 0:
             return y
         jac = self.surrogate.jacobian(images)

@@ -100,7 +100,7 @@ class RandP(Defender):
         return {}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        y = torch.softmax(self.ctx.victim(images).float(), dim=1)
+        y = torch.softmax(self.ctx.victim_logits(images).float(), dim=1)
         indices = self.noise.next_indices(len(images), y.device)  # advanced even at eps = 0
         if self.params.eps == 0:
             return y

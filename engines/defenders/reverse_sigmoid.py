@@ -68,5 +68,5 @@ class ReverseSigmoid(Defender):
         return {}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(self.ctx.victim(images).float(), dim=1)
+        probs = torch.softmax(self.ctx.victim_logits(images).float(), dim=1)
         return reverse_sigmoid(probs, self.params.beta, self.params.gamma)

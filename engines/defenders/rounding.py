@@ -64,7 +64,7 @@ class Rounding(Defender):
         return {}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(self.ctx.victim(images).float(), dim=1)
+        probs = torch.softmax(self.ctx.victim_logits(images).float(), dim=1)
         return round_probabilities(probs, self.params.decimals)
 
 
@@ -85,5 +85,5 @@ class Top1(Defender):
         return {}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(self.ctx.victim(images).float(), dim=1)  # the argmax the arena scores
+        probs = torch.softmax(self.ctx.victim_logits(images).float(), dim=1)  # the argmax the arena scores
         return F.one_hot(probs.argmax(1), probs.shape[1]).float()

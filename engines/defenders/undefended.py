@@ -20,4 +20,4 @@ class Undefended(Defender):
         return {}
 
     def serve(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.ctx.victim(images), dim=1)
+        return torch.softmax(self.ctx.victim_logits(images), dim=1)

@@ -1,0 +1,55 @@
+"""Inference copies for serving: the same answers as the training model, cheaper."""
+
+import pytest
+import torch
+from torch import nn
+
+from engines.models import MODELS, build_model
+from engines.serving import ServingModel, fold_batchnorm, inference_copy
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _trained_like(model: nn.Module) -> nn.Module:
+    """Random but non-trivial batch-norm statistics, as after training."""
+    g = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=g) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
+            if module.affine:
+                module.weight.data.copy_(torch.rand(module.num_features, generator=g) + 0.5)
+                module.bias.data.copy_(torch.randn(module.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS.names()))
+def test_inference_copy_answers_like_the_model(arch):
+    channels = 1 if arch.startswith("lenet") else 3
+    torch.manual_seed(0)
+    model = _trained_like(build_model(arch, channels, 10, MEAN[:channels], STD[:channels]))
+    x = torch.rand((4, channels, 32, 32), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = torch.softmax(model(x), dim=1)
+        served = torch.softmax(ServingModel(model)(x), dim=1)
+    torch.testing.assert_close(served, expected, atol=1e-5, rtol=0)
+    assert model.training is False and all(p.requires_grad for p in model.parameters())
+
+
+def test_batchnorm_after_conv_is_folded_and_the_original_is_untouched():
+    model = _trained_like(build_model("resnet18_8x", 3, 10, MEAN, STD))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_lenet_serving_is_bit_identical():
+    """No batch norm, default layout: the MNIST victims answer exactly as before."""
+    model = build_model("lenet5", 1, 10, (0.5,), (0.25,)).eval()
+    copy = inference_copy(model)
+    assert copy.channels_last is False
+    x = torch.rand((8, 1, 32, 32))
+    with torch.inference_mode():
+        assert torch.equal(copy(x), model(x))
