@@ -9,6 +9,7 @@ from engines.defenders.edm import OUTLIER_LABEL, coherence, edm_loss, member_ind
 from engines.errors import ArenaError
 from engines.spec import MatchSpec
 from tests.test_defence_properties import Arena, random_batch, serve
+from tests.test_dnf import SMALL_VICTIM
 
 TRAINED = {"k": 3, "epochs": 4, "train_limit": 1200, "batch_size": 64, "lam": 1.0}
 
@@ -51,7 +52,7 @@ def test_impossible_parameters_are_one_line_errors():
 
 @pytest.fixture(scope="module")
 def trained(cache_dir, mnist5k):
-    arena = Arena(cache_dir, mnist5k)
+    arena = Arena(cache_dir, mnist5k, SMALL_VICTIM)
     edm = DEFENDERS.get("edm")
     return arena, edm(edm.Params.model_validate(TRAINED), _ctx(arena))
 
