@@ -170,10 +170,10 @@ class _BrightDigits:
 
 def test_a_named_outlier_set_replaces_the_synthetic_outliers(defence, mnist5k, monkeypatch):
     from engines.data import DATASETS
-    from engines.defenders import adaptive_misinformation
+    from engines.defenders import _outliers
 
     monkeypatch.setitem(DATASETS._entries, "test-inverted", lambda: _BrightDigits(mnist5k))
-    monkeypatch.setattr(adaptive_misinformation, "synthesize_outliers", None)  # must not be called
+    monkeypatch.setattr(_outliers, "synthesize_outliers", None)  # must not be called
     _, make = defence
     served = make(outlier_dataset="test-inverted", oe_epochs=1, misinfo_epochs=1)
     assert _BrightDigits.loads == 1 and served.info["outliers"] == len(mnist5k.defender_train)

@@ -66,7 +66,7 @@ class Arena:
             seed=seed,
         )
         instance = cls(cls.Params.model_validate(values), ctx)
-        instance.prepare()
+        instance.prepared = instance.prepare()  # the facts prepare reports (e.g. "reused")
         return instance
 
     def victim_probs(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.defenders import DEFENDERS, DefenderContext
 from engines.defenders.dnf import OUTLIER_LABEL, EarlyExitNetwork, choose_exit, dnf_loss, entropy, exit_points
 from engines.errors import ArenaError
 from engines.models import build_model
@@ -81,15 +80,4 @@ def test_noise_leaves_early_and_digits_keep_their_answers(trained):
     assert early_noise > 0.9 and early_noise > early_digits + 0.3
     assert (served == honest).float().mean() > 0.95
     # thresholds are serving-only: another threshold reuses the trained heads
-    again = DEFENDERS.get("dnf")(
-        DEFENDERS.get("dnf").Params.model_validate({**TRAINED, "exit_threshold": 0.8}),
-        DefenderContext(
-            victim=arena.victim,
-            victim_key=arena.victim_key,
-            splits=arena.splits,
-            device=torch.device("cpu"),
-            store=arena.store,
-            seed=0,
-        ),
-    )
-    assert again.prepare()["reused"] is True
+    assert arena.defender("dnf", {**TRAINED, "exit_threshold": 0.8}).prepared["reused"] is True

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from engines.defenders import DEFENDERS
 from engines.defenders.edm import OUTLIER_LABEL, coherence, edm_loss, member_index
 from engines.errors import ArenaError
 from engines.spec import MatchSpec
@@ -53,26 +52,12 @@ def test_impossible_parameters_are_one_line_errors():
 @pytest.fixture(scope="module")
 def trained(cache_dir, mnist5k):
     arena = Arena(cache_dir, mnist5k, SMALL_VICTIM)
-    edm = DEFENDERS.get("edm")
-    return arena, edm(edm.Params.model_validate(TRAINED), _ctx(arena))
-
-
-def _ctx(arena):
-    from engines.defenders import DefenderContext
-
-    return DefenderContext(
-        victim=arena.victim,
-        victim_key=arena.victim_key,
-        splits=arena.splits,
-        device=torch.device("cpu"),
-        store=arena.store,
-        seed=0,
-    )
+    return arena, arena.defender("edm", TRAINED)
 
 
 def test_members_agree_in_distribution_and_disagree_on_noise(trained):
     arena, edm = trained
-    report = edm.prepare()
+    report = edm.prepared
     assert len(report["member_val_accuracy"]) == 3
     digits = arena.splits.test.floats(torch.arange(300))
     noise = torch.rand((300, 1, 32, 32), generator=torch.Generator().manual_seed(1))
@@ -91,5 +76,4 @@ def test_members_agree_in_distribution_and_disagree_on_noise(trained):
         expected = torch.stack([torch.softmax(edm.members[k](images[i : i + 1]), 1)[0] for i, k in enumerate(picks)])
     assert torch.allclose(serve(edm, images), expected, atol=1e-6)
     # a second prepare loads the artifact instead of training again
-    again = DEFENDERS.get("edm")(edm.params, _ctx(arena))
-    assert again.prepare()["reused"] is True
+    assert report["reused"] is False and arena.defender("edm", TRAINED).prepared["reused"] is True

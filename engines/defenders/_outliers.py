@@ -13,17 +13,79 @@ makes the set a function of the seed):
 - `blend`: the pixel-wise mean of two training images of different classes (digit-like
   strokes that are no single class).
 
+A fifth kind, `generator`, is the output of an untrained data-free generator (the layout of
+the data-free attacks' generators, seeded from the draw), which is what a data-free attack
+asks first. Defences that need outliers share their parameters (`OutlierSource`) and their
+source (`outlier_images`): synthesised as above, or a real torchvision set the user names.
+
 Images stay in the arena's pixel space: uint8 (N, C, H, W).
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engines.data.base import ImageSet
+from engines.errors import ArenaError
 
 OUTLIER_KINDS = ("noise", "blobs", "patches", "blend")
+OUTLIER_LABEL = -1  # the target of an outlier row in a joint training set
+OutlierKind = Literal["noise", "blobs", "patches", "blend", "generator"]
+
+
+class OutlierSource(BaseModel):
+    """Parameters of a defence trained with outliers (subclass it; override defaults there)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outliers: tuple[OutlierKind, ...] = Field(("noise", "blobs"), min_length=1)
+    outlier_ratio: float = Field(1.0, gt=0, le=4)  # outliers per training image
+    outlier_dataset: str | None = None  # a real OOD set (e.g. "kmnist") instead of synthetic outliers
+    train_limit: int | None = Field(None, ge=1)  # train on the first n training images (smoke tests)
+
+    @field_validator("outlier_dataset")
+    @classmethod
+    def _known_dataset(cls, value):
+        from engines.data import DATASETS
+
+        if value is not None and value not in DATASETS:
+            raise ValueError(f"unknown data set {value!r}; choose one of {', '.join(DATASETS.names())}")
+        return value
+
+    def datasets_needed(self) -> list[str]:
+        return [self.outlier_dataset] if self.outlier_dataset else []
+
+    def training_images(self, splits) -> ImageSet:
+        """The defender's training split, or its first `train_limit` images."""
+        train = splits.defender_train
+        if self.train_limit is not None:
+            train = train.subset(torch.arange(min(self.train_limit, len(train))))
+        return train
+
+
+def with_outliers(train: ImageSet, outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training set of the defender's images (targets: their labels) and the outliers
+    (targets: OUTLIER_LABEL), for a loss that treats the two kinds of rows differently."""
+    flags = torch.full((len(outliers),), OUTLIER_LABEL, dtype=torch.long)
+    return torch.cat([train.images, outliers]), torch.cat([train.labels, flags])
+
+
+def outlier_images(params: OutlierSource, train: ImageSet, generator: torch.Generator, ctx) -> torch.Tensor:
+    """`outlier_ratio * len(train)` outliers (uint8): drawn from the named OOD data set (its
+    images except its test split, in the match's channels), or synthesised from `train`."""
+    count = round(params.outlier_ratio * len(train))
+    if params.outlier_dataset is None:
+        return synthesize_outliers(train, count, generator, params.outliers)
+    if params.outlier_dataset == ctx.splits.name:
+        raise ArenaError(f"outlier_dataset must be another data set than the match's ({ctx.splits.name})")
+    from engines.data import load_pool
+
+    other = load_pool(params.outlier_dataset, ctx.splits, ctx.data_root, str(ctx.store.root), ctx.download)
+    return other.images[torch.randperm(len(other), generator=generator)[:count]]
 
 
 def synthesize_outliers(
@@ -33,7 +95,7 @@ def synthesize_outliers(
     if count <= 0 or not kinds:
         return source.images[:0].clone()
     per_kind = [count // len(kinds) + (k < count % len(kinds)) for k in range(len(kinds))]
-    makers = {"noise": _noise, "blobs": _blobs, "patches": _patches, "blend": _blend}
+    makers = {"noise": _noise, "blobs": _blobs, "patches": _patches, "blend": _blend, "generator": _generator}
     parts = [makers[kind](source, n, generator) for kind, n in zip(kinds, per_kind, strict=True) if n]
     return torch.cat(parts)
 
@@ -79,3 +141,14 @@ def _blend(source: ImageSet, n: int, g: torch.Generator) -> torch.Tensor:
         same = source.labels[first] == source.labels[second]
     mixed = (source.images[first].float() + source.images[second].float()) / 2
     return mixed.round().to(torch.uint8)
+
+
+def _generator(source: ImageSet, n: int, g: torch.Generator) -> torch.Tensor:
+    from engines.attackers._generators import UpsampleGenerator, to_pixels
+
+    _, c, h, _ = source.images.shape
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=g)))
+        net = UpsampleGenerator(64, 16, c, h).train()  # batch statistics, as when an attack samples it
+        images = torch.cat([to_pixels(net(torch.randn(128, 64))) for _ in range(0, n, 128)])[:n]
+    return _to_uint8(images)

@@ -63,47 +63,27 @@ Deliberate deviations:
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from engines.data import load_pool
-from engines.defenders._outliers import synthesize_outliers
+from engines.defenders._outliers import OutlierSource, outlier_images
 from engines.defenders.base import DEFENDERS, Defender
-from engines.errors import ArenaError
-from engines.models import build_model
 from engines.training import TrainConfig, accuracy, fit, predict_probs
 
 TRAINER_VERSION = 1  # bump when a change in training changes the weights
 ALPHA_FLOOR = 1e-6
 
 
-class AdaptiveMisinformationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AdaptiveMisinformationParams(OutlierSource):
     tau: float = Field(0.5, ge=0, le=1)  # OOD threshold on the detector's max softmax
     nu: float = Field(10_000.0, gt=0)  # sigmoid slope (public code)
-    outliers: tuple[Literal["noise", "blobs", "patches", "blend"], ...] = Field(("noise", "blobs"), min_length=1)
-    outlier_ratio: float = Field(1.0, gt=0, le=4)  # outliers per training image
-    outlier_dataset: str | None = None  # a real OOD set (e.g. "kmnist") instead of synthetic outliers
-
-    @field_validator("outlier_dataset")
-    @classmethod
-    def _known_dataset(cls, value):
-        from engines.data import DATASETS
-
-        if value is not None and value not in DATASETS:
-            raise ValueError(f"unknown data set {value!r}; choose one of {', '.join(DATASETS.names())}")
-        return value
-
     oe_epochs: int = Field(5, ge=1)  # detector fine-tuning epochs
     oe_lr: float = Field(0.01, gt=0)
     misinfo_epochs: int = Field(15, ge=1)
     misinfo_lr: float = Field(0.05, gt=0)
     batch_size: int = Field(128, ge=1)
-    train_limit: int | None = Field(None, ge=1)  # train on the first n training images (smoke tests)
 
 
 class _ComplementLogits(nn.Module):
@@ -128,7 +108,7 @@ class AdaptiveMisinformation(Defender):
 
     @classmethod
     def datasets_needed(cls, params: AdaptiveMisinformationParams) -> list[str]:
-        return [params.outlier_dataset] if params.outlier_dataset else []
+        return params.datasets_needed()
 
     def artifact_spec(self) -> dict:
         p: AdaptiveMisinformationParams = self.params
@@ -146,32 +126,14 @@ class AdaptiveMisinformation(Defender):
             "trainer_version": TRAINER_VERSION,
         }
 
-    def _new_model(self) -> nn.Module:
-        s = self.ctx.splits
-        return build_model(self.ctx.victim_key["arch"], s.channels, s.num_classes, s.mean, s.std)
-
-    def _outliers(self, train, count: int, generator: torch.Generator) -> torch.Tensor:
-        """`count` outlier images: drawn from the named OOD data set, or synthesised from `train`."""
-        p, ctx = self.params, self.ctx
-        if p.outlier_dataset is None:
-            return synthesize_outliers(train, count, generator, p.outliers)
-        if p.outlier_dataset == ctx.splits.name:
-            raise ArenaError(f"outlier_dataset must be another data set than the match's ({ctx.splits.name})")
-        # load_pool: the other set's images except its test split, in the match's channels
-        other = load_pool(p.outlier_dataset, ctx.splits, ctx.data_root, str(ctx.store.root), ctx.download)
-        pick = torch.randperm(len(other), generator=generator)[:count]
-        return other.images[pick]
-
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
-        train = splits.defender_train
-        if p.train_limit is not None:
-            train = train.subset(torch.arange(min(p.train_limit, len(train))))
+        train = p.training_images(splits)
 
         def build():
             generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 17)
-            outliers = self._outliers(train, round(p.outlier_ratio * len(train)), generator)
+            outliers = outlier_images(p, train, generator, ctx)
             classes = splits.num_classes
             with torch.inference_mode(False), torch.enable_grad():
                 ctx.log(f"adaptive-misinformation: outlier-exposure fine-tuning on {len(outliers)} outliers")
@@ -198,7 +160,7 @@ class AdaptiveMisinformation(Defender):
                 outlier_answers = predict_probs(ctx.victim, outliers, ctx.device).argmax(1)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(ctx.seed * 1_000_003 + 29)
-                    misinfo = self._new_model()
+                    misinfo = ctx.fresh_victim_model()
                 mis_cfg = TrainConfig(epochs=p.misinfo_epochs, batch_size=p.batch_size, lr=p.misinfo_lr)
                 mis_report = fit(
                     _ComplementLogits(misinfo),
@@ -221,7 +183,7 @@ class AdaptiveMisinformation(Defender):
             return tensors, report
 
         tensors, report, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
-        self.detector, self.misinfo = self._new_model(), self._new_model()
+        self.detector, self.misinfo = ctx.fresh_victim_model(), ctx.fresh_victim_model()
         self.detector.load_state_dict({k[3:]: v for k, v in tensors.items() if k.startswith("oe.")})
         self.misinfo.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("mis.")})
         for model in (self.detector, self.misinfo):

@@ -43,6 +43,13 @@ class DefenderContext:
     should_stop: Callable[[], None] = lambda: None
     extra: dict = field(default_factory=dict)
 
+    def fresh_victim_model(self) -> nn.Module:
+        """An untrained model of the victim's architecture for this data set (on the CPU)."""
+        from engines.models import build_model
+
+        s = self.splits
+        return build_model(self.victim_key["arch"], s.channels, s.num_classes, s.mean, s.std)
+
     @cached_property
     def victim_logits(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The victim's logits for serving (an inference copy: batch norm folded, CPU-friendly

@@ -28,11 +28,11 @@ Deliberate differences:
   thresholds apply to probabilities, as the method describes.
 - The public script applies the OOD term only in its first epoch (a test that is true for
   epoch 0 only); here it applies in every epoch.
-- OOD images are built from the defender's own data (`_outliers.py`: uniform noise and
-  low-frequency blobs) plus samples of an untrained generator of the data-free attacks'
-  layout (seeded; the public code loads a generator trained by a data-free attack, which the
-  defender cannot have before the attack), or drawn from a torchvision set named with
-  `outlier_dataset`. The defence never sees the attacker pool or the test split.
+- OOD images are built from the defender's own data (`_outliers.py`: uniform noise,
+  low-frequency blobs and samples of an untrained generator of the data-free attacks' layout;
+  the public code loads a generator trained by a data-free attack, which the defender cannot
+  have before the attack), or drawn from a torchvision set named with `outlier_dataset`.
+  The defence never sees the attacker pool or the test split.
 - 10 epochs instead of 20 for 2 CPU cores (only the heads train, so the cost is small).
 
 Exits: LeNet-5 victims get three (after each pooling stage and after the first dense layer),
@@ -43,17 +43,14 @@ function of that image alone, so answers do not depend on batching.
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from engines.attackers._generators import UpsampleGenerator, to_pixels
-from engines.data import load_pool
 from engines.data.base import to_floats
-from engines.defenders._outliers import synthesize_outliers
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource, outlier_images, with_outliers
 from engines.defenders.base import DEFENDERS, Defender
 from engines.errors import ArenaError
 from engines.models.lenet import LeNet5
@@ -61,12 +58,9 @@ from engines.models.resnet8x import ResNet8x
 from engines.training import TrainConfig, fit
 
 TRAINER_VERSION = 1  # bump when a change in training changes the weights
-OUTLIER_LABEL = -1
 
 
-class DnfParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DnfParams(OutlierSource):
     exit_threshold: float = Field(0.9, ge=0, le=1)  # the first exit's; 1.0 = no query exits early
     threshold_step: float = Field(0.02, ge=0, le=1)  # added per deeper exit (capped at 1)
     entropy_weight: float = Field(0.1, ge=0)
@@ -74,21 +68,7 @@ class DnfParams(BaseModel):
     epochs: int = Field(10, ge=1)
     lr: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=1)
-    outliers: tuple[Literal["noise", "blobs", "patches", "blend", "generator"], ...] = Field(
-        ("noise", "blobs", "generator"), min_length=1
-    )
-    outlier_ratio: float = Field(1.0, gt=0, le=4)
-    outlier_dataset: str | None = None
-    train_limit: int | None = Field(None, ge=1)  # train on the first n training images (smoke tests)
-
-    @field_validator("outlier_dataset")
-    @classmethod
-    def _known_dataset(cls, value):
-        from engines.data import DATASETS
-
-        if value is not None and value not in DATASETS:
-            raise ValueError(f"unknown data set {value!r}; choose one of {', '.join(DATASETS.names())}")
-        return value
+    outliers: tuple[OutlierKind, ...] = Field(("noise", "blobs", "generator"), min_length=1)
 
     def thresholds(self, exits: int) -> list[float]:
         return [min(1.0, self.exit_threshold + self.threshold_step * i) for i in range(exits)]
@@ -201,7 +181,7 @@ class Dnf(Defender):
 
     @classmethod
     def datasets_needed(cls, params: DnfParams) -> list[str]:
-        return [params.outlier_dataset] if params.outlier_dataset else []
+        return params.datasets_needed()
 
     def artifact_spec(self) -> dict:
         p: DnfParams = self.params
@@ -214,49 +194,22 @@ class Dnf(Defender):
             "trainer_version": TRAINER_VERSION,
         }
 
-    def _outliers(self, train, count: int, generator: torch.Generator) -> torch.Tensor:
-        p, ctx = self.params, self.ctx
-        if p.outlier_dataset is not None:
-            if p.outlier_dataset == ctx.splits.name:
-                raise ArenaError(f"outlier_dataset must be another data set than the match's ({ctx.splits.name})")
-            other = load_pool(p.outlier_dataset, ctx.splits, ctx.data_root, str(ctx.store.root), ctx.download)
-            return other.images[torch.randperm(len(other), generator=generator)[:count]]
-        synthetic = [k for k in p.outliers if k != "generator"]
-        parts = len(p.outliers)
-        from_generator = count // parts if "generator" in p.outliers else 0
-        images = [synthesize_outliers(train, count - from_generator, generator, tuple(synthetic))] if synthetic else []
-        if from_generator:
-            images.append(self._generator_samples(train.images.shape[1:], from_generator))
-        return torch.cat(images)
-
-    def _generator_samples(self, shape, count: int) -> torch.Tensor:
-        """Images of an untrained data-free generator (what a data-free attack asks first)."""
-        channels, size = shape[0], shape[1]
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(self.ctx.seed * 1_000_003 + 53)
-            net = UpsampleGenerator(64, 16, channels, size).train()  # batch statistics, as when it is sampled
-            images = torch.cat([to_pixels(net(torch.randn(128, 64))) for _ in range(0, count, 128)])[:count]
-        return (images * 255).round().to(torch.uint8)
-
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
-        train = splits.defender_train
-        if p.train_limit is not None:
-            train = train.subset(torch.arange(min(p.train_limit, len(train))))
+        train = p.training_images(splits)
         network = EarlyExitNetwork(ctx.victim, splits.num_classes, tuple(train.images.shape[1:])).to(ctx.device)
 
         def build():
             generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 47)
-            outliers = self._outliers(train, round(p.outlier_ratio * len(train)), generator)
+            outliers = outlier_images(p, train, generator, ctx)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(ctx.seed * 1_000_003 + 59)
                 for head in network.heads:
                     for module in head.modules():
                         if isinstance(module, nn.Linear):
                             module.reset_parameters()
-            inputs = torch.cat([train.images, outliers])
-            targets = torch.cat([train.labels, torch.full((len(outliers),), OUTLIER_LABEL, dtype=torch.long)])
+            inputs, targets = with_outliers(train, outliers)
             cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False, schedule="constant")
             ctx.log(
                 f"dnf: training {len(network.heads)} exit heads on {len(train)} images and {len(outliers)} outliers"

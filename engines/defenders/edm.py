@@ -41,46 +41,26 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from engines.data import load_pool
 from engines.data.base import to_floats
-from engines.defenders._outliers import synthesize_outliers
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierSource, outlier_images, with_outliers
 from engines.defenders.base import DEFENDERS, Defender
-from engines.errors import ArenaError
-from engines.models import build_model
 from engines.training import TrainConfig, accuracy, fit
 
 TRAINER_VERSION = 1  # bump when a change in training changes the weights
-OUTLIER_LABEL = -1  # target of an outlier row in the joint training set
 
 
-class EdmParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EdmParams(OutlierSource):
     k: int = Field(5, ge=2)  # members; one member cannot disagree with itself
     lam: float = Field(1.0, ge=0)  # weight of the diversity loss
     epochs: int = Field(15, ge=1)
     lr: float = Field(0.05, gt=0)
     batch_size: int = Field(128, ge=1)
-    outliers: tuple[Literal["noise", "blobs", "patches", "blend"], ...] = Field(("noise", "blobs"), min_length=1)
-    outlier_ratio: float = Field(1.0, gt=0, le=4)  # outliers per training image
-    outlier_dataset: str | None = None  # a real OOD set (e.g. "kmnist") instead of synthetic outliers
-    train_limit: int | None = Field(None, ge=1)  # train on the first n training images (smoke tests)
-
-    @field_validator("outlier_dataset")
-    @classmethod
-    def _known_dataset(cls, value):
-        from engines.data import DATASETS
-
-        if value is not None and value not in DATASETS:
-            raise ValueError(f"unknown data set {value!r}; choose one of {', '.join(DATASETS.names())}")
-        return value
 
 
 class _Members(nn.Module):
@@ -140,7 +120,7 @@ class Edm(Defender):
 
     @classmethod
     def datasets_needed(cls, params: EdmParams) -> list[str]:
-        return [params.outlier_dataset] if params.outlier_dataset else []
+        return params.datasets_needed()
 
     def artifact_spec(self) -> dict:
         p: EdmParams = self.params
@@ -152,34 +132,18 @@ class Edm(Defender):
             "trainer_version": TRAINER_VERSION,
         }
 
-    def _new_member(self) -> nn.Module:
-        s = self.ctx.splits
-        return build_model(self.ctx.victim_key["arch"], s.channels, s.num_classes, s.mean, s.std)
-
-    def _outliers(self, train, count: int, generator: torch.Generator) -> torch.Tensor:
-        p, ctx = self.params, self.ctx
-        if p.outlier_dataset is None:
-            return synthesize_outliers(train, count, generator, p.outliers)
-        if p.outlier_dataset == ctx.splits.name:
-            raise ArenaError(f"outlier_dataset must be another data set than the match's ({ctx.splits.name})")
-        other = load_pool(p.outlier_dataset, ctx.splits, ctx.data_root, str(ctx.store.root), ctx.download)
-        return other.images[torch.randperm(len(other), generator=generator)[:count]]
-
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
-        train = splits.defender_train
-        if p.train_limit is not None:
-            train = train.subset(torch.arange(min(p.train_limit, len(train))))
+        train = p.training_images(splits)
 
         def build():
             generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 41)
-            outliers = self._outliers(train, round(p.outlier_ratio * len(train)), generator)
+            outliers = outlier_images(p, train, generator, ctx)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(ctx.seed * 1_000_003 + 43)
-                ensemble = _Members([self._new_member() for _ in range(p.k)])
-            inputs = torch.cat([train.images, outliers])
-            targets = torch.cat([train.labels, torch.full((len(outliers),), OUTLIER_LABEL, dtype=torch.long)])
+                ensemble = _Members([ctx.fresh_victim_model() for _ in range(p.k)])
+            inputs, targets = with_outliers(train, outliers)
             cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False)
             ctx.log(f"edm: training {p.k} members on {len(train)} images and {len(outliers)} outliers")
             with torch.inference_mode(False), torch.enable_grad():
@@ -209,7 +173,7 @@ class Edm(Defender):
         tensors, facts, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
         self.members = []
         for k in range(p.k):
-            member = self._new_member()
+            member = ctx.fresh_victim_model()
             member.load_state_dict({n[len(f"m{k}.") :]: v for n, v in tensors.items() if n.startswith(f"m{k}.")})
             self.members.append(member.to(ctx.device).eval())
         self.key = ctx.seed.to_bytes(8, "little", signed=True)
