@@ -37,20 +37,15 @@ fine-tuning ("slight fine-tuning" is the paper's point) and a watermark network 
 
 from __future__ import annotations
 
-import copy
-import time
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from engines.defenders._noise import QueryNoise
-from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource, outlier_images, with_outliers
-from engines.defenders.base import DEFENDERS, Defender
-from engines.training import TrainConfig, accuracy, fit
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource
+from engines.defenders._randomised_input import RandomisedInputDefence, ReferencedVictim
+from engines.defenders.base import DEFENDERS
 
-TRAINER_VERSION = 1  # bump when a change in training changes the weights
 LOG_SIGMA_RANGE = (-6.0, 2.0)
 
 
@@ -58,7 +53,7 @@ class ActParams(OutlierSource):
     eps: float = Field(0.1, ge=0, le=1)  # L-infinity bound of a watermark
     lam: float = Field(1.0, ge=0)  # weight of the output change on out-of-distribution data
     beta: float = Field(1e-3, ge=0)  # weight of the posterior's KL to its prior
-    finetune_victim: bool = True
+    train_victim: bool = True  # fine-tune the victim with the posterior
     epochs: int = Field(5, ge=1)
     lr: float = Field(0.01, gt=0)  # SGD, momentum 0.9, for the victim and the watermark network
     batch_size: int = Field(128, ge=1)
@@ -90,25 +85,13 @@ class WatermarkPosterior(nn.Module):
         return w, kl
 
 
-class WatermarkedVictim(nn.Module):
+class WatermarkedVictim(ReferencedVictim):
     """f'(clip(x + w)) with w ~ q(w | x); in training also the original victim's logits and the
     posterior's KL, packed as (N, 2C + 1) so that `fit` can train it with `act_loss`."""
 
     def __init__(self, victim: nn.Module, posterior: WatermarkPosterior, train_victim: bool):
-        super().__init__()
-        self.victim = victim
+        super().__init__(victim, train_victim)
         self.posterior = posterior
-        self.original = copy.deepcopy(victim).eval()
-        for parameter in self.original.parameters():
-            parameter.requires_grad_(False)
-        if not train_victim:
-            for parameter in victim.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.original.eval()  # the reference outputs never change
-        return self
 
     def answer(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         w, _ = self.posterior(x, e)
@@ -143,82 +126,23 @@ def act_loss(lam: float, beta: float):
 
 
 @DEFENDERS.register("act")
-class Act(Defender):
+class Act(RandomisedInputDefence):
     description = "ACT: fine-tuned victim answers each query with a watermark sampled from a learned posterior"
     Params = ActParams
     smoke_params = {"epochs": 1, "train_limit": 128, "batch_size": 64, "width": 4}
     knob = "lam"
     knob_values = (0.25, 1.0, 4.0)
-    zero_protection_params = {"eps": 0.0, "finetune_victim": False}
+    zero_protection_params = {"eps": 0.0, "train_victim": False}
     utility_tolerance = 1.0
+    seed_offset = 73
 
-    @classmethod
-    def datasets_needed(cls, params: ActParams) -> list[str]:
-        return params.datasets_needed()
+    def build(self) -> WatermarkedVictim:
+        p = self.params
+        posterior = WatermarkPosterior(self.ctx.splits.channels, p.width, p.eps)
+        return WatermarkedVictim(self.ctx.victim, posterior, p.train_victim)
 
-    def __init__(self, params: ActParams, ctx):
-        super().__init__(params, ctx)
-        self.noise = QueryNoise(ctx.seed, "act")
+    def loss(self):
+        return act_loss(self.params.lam, self.params.beta)
 
-    def artifact_spec(self) -> dict:
-        return {
-            "victim": self.ctx.victim_key,
-            "method": "act",
-            **self.params.model_dump(mode="json"),
-            "seed": self.ctx.seed,
-            "trainer_version": TRAINER_VERSION,
-        }
-
-    def prepare(self) -> dict:
-        ctx, p = self.ctx, self.params
-        splits = ctx.splits
-        train = p.training_images(splits)
-        posterior = WatermarkPosterior(splits.channels, p.width, p.eps)
-        model = WatermarkedVictim(copy.deepcopy(ctx.victim), posterior, p.finetune_victim).to(ctx.device)
-
-        def build():
-            started = time.perf_counter()
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 73)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(ctx.seed * 1_000_003 + 79)  # the posterior's initialisation and its draws
-                for module in posterior.modules():
-                    if isinstance(module, nn.Conv2d):
-                        module.reset_parameters()
-                if p.eps > 0 or p.finetune_victim:
-                    inputs, targets = with_outliers(train, outlier_images(p, train, generator, ctx))
-                    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False)
-                    ctx.log(f"act: fine-tuning the victim with a watermark posterior on {len(inputs)} images")
-                    with torch.inference_mode(False), torch.enable_grad():
-                        fit(
-                            model,
-                            inputs,
-                            targets,
-                            cfg,
-                            ctx.device,
-                            generator,
-                            progress=ctx.progress,
-                            should_stop=ctx.should_stop,
-                            loss_fn=act_loss(p.lam, p.beta),
-                        )
-            tensors = {f"v.{k}": v for k, v in model.victim.state_dict().items()}
-            tensors.update({f"w.{k}": v for k, v in posterior.state_dict().items()})
-            return tensors, {"train_seconds": time.perf_counter() - started}
-
-        tensors, facts, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
-        model.victim.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("v.")})
-        posterior.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("w.")})
-        self.model = model.eval()
-        if reused:
-            ctx.log("act: fine-tuned victim and watermark posterior loaded from the artifact cache")
-        return {
-            "reused": reused,
-            **facts,
-            "finetuned_victim_val_accuracy": accuracy(model.victim, splits.defender_val, ctx.device),
-        }
-
-    def serve(self, images: torch.Tensor) -> torch.Tensor:
-        indices = self.noise.next_indices(len(images), images.device)  # advanced even at eps = 0
-        if self.params.eps == 0 and not self.params.finetune_victim:
-            return torch.softmax(self.ctx.victim_logits(images).float(), dim=1)
-        e = self.noise.normal(indices, images[0].numel()).view_as(images)
-        return torch.softmax(self.model.answer(images, e).float(), dim=1)
+    def noise_for(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.noise.normal(indices, images[0].numel()).view_as(images)

@@ -107,6 +107,20 @@ class Defender(ABC):
         self.params = params
         self.ctx = ctx
 
+    # Bumped by a trained defence when a change in its training changes the weights.
+    trainer_version: ClassVar[int] = 1
+
+    def training_spec(self, serving_only: frozenset[str] = frozenset()) -> dict:
+        """The artifact key of a trained defence: the victim, the method, every parameter that
+        affects training (all but `serving_only`), the seed and the trainer version."""
+        return {
+            "victim": self.ctx.victim_key,
+            "method": self.name,
+            **self.params.model_dump(mode="json", exclude=set(serving_only)),
+            "seed": self.ctx.seed,
+            "trainer_version": self.trainer_version,
+        }
+
     @classmethod
     def preserves_top1(cls, params: BaseModel) -> bool:
         """Whether the served argmax equals the victim's argmax on every input, at these

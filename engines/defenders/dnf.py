@@ -57,7 +57,7 @@ from engines.models.lenet import LeNet5
 from engines.models.resnet8x import ResNet8x
 from engines.training import TrainConfig, fit
 
-TRAINER_VERSION = 1  # bump when a change in training changes the weights
+SERVING_ONLY = frozenset({"exit_threshold", "threshold_step"})  # knobs that do not change the trained heads
 
 
 class DnfParams(OutlierSource):
@@ -183,17 +183,6 @@ class Dnf(Defender):
     def datasets_needed(cls, params: DnfParams) -> list[str]:
         return params.datasets_needed()
 
-    def artifact_spec(self) -> dict:
-        p: DnfParams = self.params
-        training = p.model_dump(mode="json", exclude={"exit_threshold", "threshold_step"})  # serving-only knobs
-        return {
-            "victim": self.ctx.victim_key,
-            "method": "dnf",
-            **training,
-            "seed": self.ctx.seed,
-            "trainer_version": TRAINER_VERSION,
-        }
-
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
@@ -229,7 +218,7 @@ class Dnf(Defender):
             tensors = {f"h.{k}": v for k, v in network.heads.state_dict().items()}
             return tensors, {"outliers": len(outliers), "train_seconds": report["train_seconds"]}
 
-        tensors, facts, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
+        tensors, facts, reused = ctx.store.get_or_build("defender", self.training_spec(SERVING_ONLY), build)
         network.heads.load_state_dict({k[2:]: v for k, v in tensors.items()})
         self.network = network.eval()
         self.thresholds = p.thresholds(len(network.heads))

@@ -52,8 +52,6 @@ from engines.defenders._outliers import OUTLIER_LABEL, OutlierSource, outlier_im
 from engines.defenders.base import DEFENDERS, Defender
 from engines.training import TrainConfig, accuracy, fit
 
-TRAINER_VERSION = 1  # bump when a change in training changes the weights
-
 
 class EdmParams(OutlierSource):
     k: int = Field(5, ge=2)  # members; one member cannot disagree with itself
@@ -122,16 +120,6 @@ class Edm(Defender):
     def datasets_needed(cls, params: EdmParams) -> list[str]:
         return params.datasets_needed()
 
-    def artifact_spec(self) -> dict:
-        p: EdmParams = self.params
-        return {
-            "victim": self.ctx.victim_key,
-            "method": "edm",
-            **p.model_dump(mode="json"),
-            "seed": self.ctx.seed,
-            "trainer_version": TRAINER_VERSION,
-        }
-
     def prepare(self) -> dict:
         ctx, p = self.ctx, self.params
         splits = ctx.splits
@@ -170,7 +158,7 @@ class Edm(Defender):
             }
             return tensors, facts
 
-        tensors, facts, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
+        tensors, facts, reused = ctx.store.get_or_build("defender", self.training_spec(), build)
         self.members = []
         for k in range(p.k):
             member = ctx.fresh_victim_model()

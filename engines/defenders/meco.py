@@ -38,21 +38,15 @@ is the victim's own (zero protection). Scale for 2 CPU cores: 10 epochs, width 1
 
 from __future__ import annotations
 
-import copy
-import time
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from engines.defenders._noise import QueryNoise
-from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource, outlier_images, with_outliers
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource
+from engines.defenders._randomised_input import RandomisedInputDefence, ReferencedVictim
 from engines.defenders.act import total_variation
-from engines.defenders.base import DEFENDERS, Defender
-from engines.training import TrainConfig, accuracy, fit
-
-TRAINER_VERSION = 1  # bump when a change in training changes the weights
+from engines.defenders.base import DEFENDERS
 
 
 class MecoParams(OutlierSource):
@@ -84,24 +78,13 @@ class PerturbationNet(nn.Module):
         return torch.tanh(self.net(torch.cat([x, z], dim=1)))
 
 
-class RandomisedVictim(nn.Module):
+class RandomisedVictim(ReferencedVictim):
     """f'(clip(x + eps * P(x, z))); in training, packs what `meco_loss` needs as
     (N, 3C): served logits at x, served and original logits at the least favourable x*."""
 
     def __init__(self, victim: nn.Module, perturb: PerturbationNet, eps: float, rho: float, train_victim: bool):
-        super().__init__()
-        self.victim, self.perturb, self.eps, self.rho = victim, perturb, eps, rho
-        self.original = copy.deepcopy(victim).eval()
-        for parameter in self.original.parameters():
-            parameter.requires_grad_(False)
-        if not train_victim:
-            for parameter in victim.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.original.eval()  # the reference answers never change
-        return self
+        super().__init__(victim, train_victim)
+        self.perturb, self.eps, self.rho = perturb, eps, rho
 
     def answer(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.victim((x + self.eps * self.perturb(x, z)).clamp(0, 1))
@@ -139,7 +122,7 @@ def meco_loss(lam: float):
 
 
 @DEFENDERS.register("meco")
-class Meco(Defender):
+class Meco(RandomisedInputDefence):
     description = "MeCo: randomised input perturbation, defensively trained to mislead distillation and probes"
     Params = MecoParams
     smoke_params = {"epochs": 1, "train_limit": 128, "batch_size": 64, "width": 4}
@@ -147,75 +130,16 @@ class Meco(Defender):
     knob_values = (0.02, 0.05, 0.1, 0.2)
     zero_protection_params = {"eps": 0.0, "train_victim": False}
     utility_tolerance = 1.0
+    seed_offset = 61
 
-    @classmethod
-    def datasets_needed(cls, params: MecoParams) -> list[str]:
-        return params.datasets_needed()
+    def build(self) -> RandomisedVictim:
+        p = self.params
+        perturb = PerturbationNet(self.ctx.splits.channels, p.width)
+        return RandomisedVictim(self.ctx.victim, perturb, p.eps, p.rho, p.train_victim)
 
-    def __init__(self, params: MecoParams, ctx):
-        super().__init__(params, ctx)
-        self.noise = QueryNoise(ctx.seed, "meco")
+    def loss(self):
+        return meco_loss(self.params.lam)
 
-    def artifact_spec(self) -> dict:
-        return {
-            "victim": self.ctx.victim_key,
-            "method": "meco",
-            **self.params.model_dump(mode="json"),
-            "seed": self.ctx.seed,
-            "trainer_version": TRAINER_VERSION,
-        }
-
-    def prepare(self) -> dict:
-        ctx, p = self.ctx, self.params
-        splits = ctx.splits
-        train = p.training_images(splits)
-        perturb = PerturbationNet(splits.channels, p.width)
-        model = RandomisedVictim(copy.deepcopy(ctx.victim), perturb, p.eps, p.rho, p.train_victim).to(ctx.device)
-
-        def build():
-            started = time.perf_counter()
-            generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + 61)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(ctx.seed * 1_000_003 + 67)  # the network's initialisation and its draws
-                for module in perturb.modules():
-                    if isinstance(module, nn.Conv2d):
-                        module.reset_parameters()
-                if p.eps > 0 or p.train_victim:
-                    inputs, targets = with_outliers(train, outlier_images(p, train, generator, ctx))
-                    cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False)
-                    ctx.log(f"meco: defensive training on {len(inputs)} images")
-                    with torch.inference_mode(False), torch.enable_grad():
-                        fit(
-                            model,
-                            inputs,
-                            targets,
-                            cfg,
-                            ctx.device,
-                            generator,
-                            progress=ctx.progress,
-                            should_stop=ctx.should_stop,
-                            loss_fn=meco_loss(p.lam),
-                        )
-            tensors = {f"v.{k}": v for k, v in model.victim.state_dict().items()}
-            tensors.update({f"p.{k}": v for k, v in perturb.state_dict().items()})
-            return tensors, {"train_seconds": time.perf_counter() - started}
-
-        tensors, facts, reused = ctx.store.get_or_build("defender", self.artifact_spec(), build)
-        model.victim.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("v.")})
-        perturb.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("p.")})
-        self.model = model.eval()
-        if reused:
-            ctx.log("meco: defended victim and perturbation network loaded from the artifact cache")
-        return {
-            "reused": reused,
-            **facts,
-            "defended_victim_val_accuracy": accuracy(model.victim, splits.defender_val, ctx.device),
-        }
-
-    def serve(self, images: torch.Tensor) -> torch.Tensor:
-        indices = self.noise.next_indices(len(images), images.device)  # advanced even at eps = 0
-        if self.params.eps == 0 and not self.params.train_victim:
-            return torch.softmax(self.ctx.victim_logits(images).float(), dim=1)
+    def noise_for(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         n, _, h, w = images.shape
-        z = self.noise.normal(indices, h * w).view(n, 1, h, w)
-        return torch.softmax(self.model.answer(images, z).float(), dim=1)
+        return self.noise.normal(indices, h * w).view(n, 1, h, w)
