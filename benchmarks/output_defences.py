@@ -42,7 +42,6 @@ The full run prints markdown and rewrites the "output-defences" section of docs/
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -226,10 +225,12 @@ class Bench:
 
 
 def _knob(match) -> str:
+    """The knob setting of a played match (a storage.records.MatchRecord)."""
     from engines.defenders import DEFENDERS
 
     knob = DEFENDERS.get(match.defender).knob
-    return "" if knob is None else f"{knob}={json.loads(match.config_json)['defender_params'][knob]}"
+    params = match.config.get("defender_params", {})
+    return "" if knob is None or knob not in params else f"{knob}={params[knob]}"
 
 
 def throughput(bench: Bench, names: list[str], repeats: int) -> list[dict]:
