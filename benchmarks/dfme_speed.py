@@ -1,6 +1,6 @@
 """DFME speed: the arena's DFME loop beside the DFME authors' public code, on this CPU.
 
-    python benchmarks/dfme_speed.py --reference-dir /work/ref/dfme             # CIFAR + MNIST
+    python benchmarks/dfme_speed.py --reference-dir /work/ref/dfme --bf16 mnist  # CIFAR + MNIST
     python benchmarks/dfme_speed.py --settings mnist --repeats 5               # quicker
     python benchmarks/dfme_speed.py ... --write                                # + docs/results.md
 
@@ -11,14 +11,17 @@ does not depend on them).
 
 Sides, each one DFME iteration at a time, interleaved in one process (round r runs one
 iteration of every side in turn, so machine load falls on all of them) and reported as the
-best of `--repeats` iterations after one warm-up iteration per side:
+best of `--repeats` iterations after `--warmup` untimed ones per side (CIFAR: none, an
+iteration costs minutes here; each side's first iteration then includes building its
+networks, well under a second):
 - reference: its `train()` for one iteration (`epoch_itrs=1`), its own ResNet-34-8x victim
   (or LeNet-5 at the MNIST preset), ResNet-18-8x clone and GeneratorA;
 - arena, plain: the arena's loop with `_common.FAST_PATHS = False`, i.e. the base commit's
   computation (default layout everywhere); victim answers through the undefended defender and
   the Oracle, as in a match (engines/serving.py inference copy);
 - arena: the same with the fast paths (the shipped default);
-- arena bf16 (with `--bf16`): `precision="bf16"` (opt-in; not counted in the comparison).
+- arena bf16 (settings named by `--bf16`): `precision="bf16"` (opt-in; not counted in the
+  comparison).
 
 Profile: the wall time of each labelled phase of the arena's iterations (the
 `record_function` labels in dfme.py, timed with perf_counter here): victim answers, clone on
@@ -271,8 +274,8 @@ def reference_loop(reference_train, setting: Setting, iterations: int):
     return loop
 
 
-def interleaved(sides: list[Side], repeats: int) -> None:
-    for round_ in range(repeats + 1):  # round 0: warm-up
+def interleaved(sides: list[Side], rounds: int) -> None:
+    for round_ in range(rounds):
         for side in sides:
             side.step()
             print(f"  round {round_}: {side.name:<22} {side.times[-1]:8.2f} s", flush=True)
@@ -289,8 +292,16 @@ def main() -> None:
     parser.add_argument("--reference-dir", type=Path, default=None, help="local checkout of the reference's dfme/")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["cifar", "mnist"])
     parser.add_argument("--repeats", type=int, default=None, help="timed iterations per side (cifar 2, mnist 5)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed first iterations per side (cifar 0: one costs minutes; mnist 1)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true", help="also time precision='bf16' (opt-in, not compared)")
+    parser.add_argument(
+        "--bf16", nargs="*", choices=list(SETTINGS), default=[], help="settings where precision='bf16' is also timed"
+    )
     parser.add_argument("--write", action="store_true", help="rewrite the dfme_speed section of docs/results.md")
     args = parser.parse_args()
 
@@ -316,19 +327,21 @@ def main() -> None:
         params = DfmeParams(**setting.params)
         cost = cost_of(params)
         repeats = args.repeats or (2 if key == "cifar" else 5)
-        print(f"\n{setting.name}: {cost} queries/iteration, best of {repeats} after 1 warm-up", flush=True)
+        warmup = args.warmup if args.warmup is not None else (0 if key == "cifar" else 1)
+        rounds = warmup + repeats
+        print(f"\n{setting.name}: {cost} queries/iteration, best of {repeats} after {warmup} warm-up", flush=True)
         loops, phases = [], {}
         if reference_train is not None:
-            loops.append(("reference", reference_loop(reference_train, setting, repeats + 1)))
+            loops.append(("reference", reference_loop(reference_train, setting, rounds)))
         arena_sides = [("arena, plain (before)", False, "fp32"), ("arena (after)", True, "fp32")]
-        if args.bf16:
+        if key in args.bf16:
             arena_sides.append(("arena bf16 (opt-in)", True, "bf16"))
         for name, fast, precision in arena_sides:
             phases[name] = []
-            loops.append((name, arena_loop(setting, repeats + 1, fast, phases[name], precision)))
+            loops.append((name, arena_loop(setting, rounds, fast, phases[name], precision)))
         sides = [Side(name, loop) for name, loop in loops]
-        interleaved(sides, repeats)
-        best = {side.name: min(side.times[1:]) for side in sides}
+        interleaved(sides, rounds)
+        best = {side.name: min(side.times[warmup:]) for side in sides}
         base = best.get("reference")
         for side in sides:
             ratio = f"{best['reference'] / best[side.name]:.2f}x" if base else "-"
@@ -340,7 +353,7 @@ def main() -> None:
         for side in sides:
             if side.name not in phases:
                 continue
-            index = 1 + side.times[1:].index(best[side.name])  # the best timed iteration
+            index = side.times.index(best[side.name])  # the best timed iteration
             seconds, total = phases[side.name][index], side.times[index]
             other = total - sum(seconds.values())
             for phase, value in [*seconds.items(), ("other", other), ("total", total)]:
