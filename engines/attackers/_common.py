@@ -195,6 +195,11 @@ def in_layout(model: nn.Module) -> tuple[nn.Module, torch.memory_format]:
 Precision = Literal["fp32", "bf16"]
 
 
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """A network output under `autocast_bf16` back in float32; any other tensor as it is."""
+    return tensor.float() if tensor.dtype == torch.bfloat16 else tensor
+
+
 def autocast_bf16(device: torch.device, enabled: bool):
     """bfloat16 autocast for an attack's own networks when `enabled` (the explicit opt-in
     `precision="bf16"`; the defender always answers in float32)."""

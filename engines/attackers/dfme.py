@@ -37,7 +37,15 @@ from pydantic import Field
 from torch import nn
 from torch.profiler import record_function
 
-from engines.attackers._common import ApiTarget, Precision, api_logits, autocast_bf16, in_layout, training_layout
+from engines.attackers._common import (
+    ApiTarget,
+    Precision,
+    api_logits,
+    autocast_bf16,
+    full_precision,
+    in_layout,
+    training_layout,
+)
 from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
@@ -157,7 +165,7 @@ class Dfme(Attacker):
             clone.eval()
             for _ in range(p.g_iter):
                 with record_function("generator forward"), autocast_bf16(ctx.device, bf16):
-                    pre = generator(sample_z()).float()
+                    pre = full_precision(generator(sample_z()))
                 grad, _ = estimate_generator_gradient(pre, clone, oracle, p.grad_m, p.grad_epsilon, p.target)
                 with record_function("generator backward"):
                     opt_gen.zero_grad(set_to_none=True)
@@ -166,12 +174,12 @@ class Dfme(Attacker):
             clone.train()
             for _ in range(p.d_iter):
                 with record_function("generator forward"), torch.no_grad(), autocast_bf16(ctx.device, bf16):
-                    fake = to_pixels(generator(sample_z()).float()).contiguous(memory_format=layout)
+                    fake = to_pixels(full_precision(generator(sample_z()))).contiguous(memory_format=layout)
                 with record_function("victim answers"):
                     answers = dfme_target(oracle.query(fake), p.target)
                 with record_function("clone training"), autocast_bf16(ctx.device, bf16):
                     # schedule: per iteration
-                    loss = train_step(clone, lambda out, y: F.l1_loss(out.float(), y), fake, answers, opt_clone)
+                    loss = train_step(clone, lambda out, y: F.l1_loss(full_precision(out), y), fake, answers, opt_clone)
             sched_clone.step()
             sched_gen.step()
             ctx.progress(

@@ -50,6 +50,7 @@ from engines.attackers._common import (
     ReplayBuffer,
     api_logits,
     autocast_bf16,
+    full_precision,
     in_layout,
     kl_to_probs,
     training_layout,
@@ -166,7 +167,7 @@ class Maze(Attacker):
             return torch.randn((n, p.nz), generator=noise).to(ctx.device)
 
         def clone_loss_fn(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-            return kl_to_probs(logits.float(), answers)
+            return kl_to_probs(full_precision(logits), answers)
 
         def clone_step(x: torch.Tensor, answers: torch.Tensor) -> float:
             clone.train()
@@ -183,7 +184,7 @@ class Maze(Attacker):
             for _ in range(p.iter_gen):
                 opt_g.zero_grad(set_to_none=True)
                 with record_function("generator forward"), autocast_bf16(ctx.device, bf16):
-                    pre = generator(sample_z(p.batch_size)).float()
+                    pre = full_precision(generator(sample_z(p.batch_size)))
                 x, answers, gen_kl = zeroth_order_backward(pre, clone, oracle, p, probes, ctx.device)
                 opt_g.step()
             for param in clone.parameters():
@@ -191,7 +192,7 @@ class Maze(Attacker):
             for c in range(p.iter_clone):
                 if c > 0:
                     with record_function("generator forward"), torch.no_grad(), autocast_bf16(ctx.device, bf16):
-                        x = to_pixels(generator(sample_z(p.batch_size)).float())
+                        x = to_pixels(full_precision(generator(sample_z(p.batch_size))))
                     with record_function("victim answers"):
                         answers = teacher_distribution(oracle.query(x), p.target)
                 clone_loss = clone_step(x, answers)
@@ -212,7 +213,7 @@ class Maze(Attacker):
         while oracle.remaining > 0:  # fewer queries left than one iteration: clone steps on fresh samples
             ctx.should_stop()
             with torch.no_grad(), autocast_bf16(ctx.device, bf16):
-                x = to_pixels(generator(sample_z(min(p.batch_size, oracle.remaining))).float())
+                x = to_pixels(full_precision(generator(sample_z(min(p.batch_size, oracle.remaining)))))
             clone_step(x, teacher_distribution(oracle.query(x), p.target))
         clone.eval()
         return clone.to(memory_format=torch.contiguous_format)
