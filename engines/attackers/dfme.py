@@ -27,6 +27,21 @@ few hundred steps at lr 0.1 to stop answering a constant, and the paper's schedu
 to 0.03 after 10 % of the iterations and leaves lr_G 1e-4 too slow to spread the samples
 over more classes in a few hundred generator steps. Pass the paper's values explicitly for
 a faithful run at its budget.
+
+Fast paths (same algorithm; `benchmarks/dfme_speed.py`, docs/results.md "dfme_speed"): the
+clone and the generator train and evaluate in channels-last layout when they have a
+convolution of at least 32 output channels (`_common.training_layout`: a fixed rule of the
+architecture, the one engines/serving.py uses, never a run-time timing), and every image batch
+reaches the clone already in its layout, so oneDNN does not reorder it at each convolution;
+the victim answers through its defender's inference copy (batch norm folded). The random
+draws, the queries (counted by the oracle), the losses and the updates are the plain loop's;
+only the memory layout of the same numbers changes. One iteration equals the plain one within
+1e-9 in float64 (tests/test_data_free_fast_paths.py); in float32 the forward difference of
+step 1e-3 amplifies rounding ~1e3, as any other kernel or thread count would. LeNet-size
+clones and small generators keep the default layout, so the tiny reference runs are
+bit-identical. `precision="bf16"` (opt-in, not the default) runs the clone's training steps
+and the generator under bfloat16 autocast; the probes stay float32, since a step of 1e-3 is
+below bfloat16's resolution.
 """
 
 from __future__ import annotations

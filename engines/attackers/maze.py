@@ -35,6 +35,11 @@ generator's samples plus replay and stalls far below the victim; at 1e-2 the gen
 spreads its samples over the classes within the budget. `benchmarks/attacks.py` prints both
 settings side by side (docs/results.md, "CPU-scale presets against the paper's values").
 Pass `lr_gen=1e-4` for the paper's value.
+
+Fast paths, shared with DFME (see its module docstring): channels-last clone and generator by
+the fixed architecture rule of `_common.training_layout`, batches handed to the clone in its
+layout; same draws, queries, losses and updates as the plain loop (equal within 1e-9 in
+float64, tests/test_data_free_fast_paths.py). `precision="bf16"` is the same opt-in as DFME's.
 """
 
 from __future__ import annotations
