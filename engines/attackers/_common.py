@@ -167,3 +167,40 @@ class ReplayBuffer:
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(self.size, (n,), generator=generator)
         return self.images[idx].float(), self.answers[idx]
+
+
+# The data-free loops' fast paths (DFME, MAZE). Switched off only by tests and
+# benchmarks/dfme_speed.py, to compare an optimised iteration with the plain computation.
+FAST_PATHS = True
+
+
+def training_layout(model: nn.Module) -> torch.memory_format:
+    """The memory format a data-free attack trains and evaluates `model` in: channels-last for
+    nets with a convolution of at least 32 output channels (the serving rule of
+    engines/serving.py, where oneDNN's blocked kernels pay), the default layout otherwise (so
+    LeNet-size clones and tiny generators compute exactly as before). A fixed rule of the
+    architecture, never a timing made at run time. Only the layout of the same numbers changes:
+    results equal the default layout's within float32 rounding."""
+    from engines.serving import wants_channels_last
+
+    return torch.channels_last if FAST_PATHS and wants_channels_last(model) else torch.contiguous_format
+
+
+def in_layout(model: nn.Module) -> tuple[nn.Module, torch.memory_format]:
+    """`model` moved (in place) to its `training_layout`, and that layout."""
+    layout = training_layout(model)
+    return (model.to(memory_format=layout) if layout == torch.channels_last else model), layout
+
+
+Precision = Literal["fp32", "bf16"]
+
+
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """A network output under `autocast_bf16` back in float32; any other tensor as it is."""
+    return tensor.float() if tensor.dtype == torch.bfloat16 else tensor
+
+
+def autocast_bf16(device: torch.device, enabled: bool):
+    """bfloat16 autocast for an attack's own networks when `enabled` (the explicit opt-in
+    `precision="bf16"`; the defender always answers in float32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

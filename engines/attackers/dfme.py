@@ -27,6 +27,21 @@ few hundred steps at lr 0.1 to stop answering a constant, and the paper's schedu
 to 0.03 after 10 % of the iterations and leaves lr_G 1e-4 too slow to spread the samples
 over more classes in a few hundred generator steps. Pass the paper's values explicitly for
 a faithful run at its budget.
+
+Fast paths (same algorithm; `benchmarks/dfme_speed.py`, docs/results.md "dfme_speed"): the
+clone and the generator train and evaluate in channels-last layout when they have a
+convolution of at least 32 output channels (`_common.training_layout`: a fixed rule of the
+architecture, the one engines/serving.py uses, never a run-time timing), and every image batch
+reaches the clone already in its layout, so oneDNN does not reorder it at each convolution;
+the victim answers through its defender's inference copy (batch norm folded). The random
+draws, the queries (counted by the oracle), the losses and the updates are the plain loop's;
+only the memory layout of the same numbers changes. One iteration equals the plain one within
+1e-9 in float64 (tests/test_data_free_fast_paths.py); in float32 the forward difference of
+step 1e-3 amplifies rounding ~1e3, as any other kernel or thread count would. LeNet-size
+clones and small generators keep the default layout, so the tiny reference runs are
+bit-identical. `precision="bf16"` (opt-in, not the default) runs the clone's training steps
+and the generator under bfloat16 autocast; the probes stay float32, since a step of 1e-3 is
+below bfloat16's resolution.
 """
 
 from __future__ import annotations
@@ -35,8 +50,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.profiler import record_function
 
-from engines.attackers._common import ApiTarget, api_logits
+from engines.attackers._common import (
+    ApiTarget,
+    Precision,
+    api_logits,
+    autocast_bf16,
+    full_precision,
+    in_layout,
+    training_layout,
+)
 from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
@@ -60,6 +84,9 @@ class DfmeParams(AttackerParams):
     # what stands in for the victim's logits; "probs-as-logits" replays the public MISLEADER
     # evaluation script (see `api_logits`), recorded with the match like every parameter
     target: ApiTarget = "log-probs"
+    # "bf16": the clone's training steps and the generator under bfloat16 autocast (opt-in;
+    # the probes stay float32, where a forward difference of step 1e-3 needs the precision)
+    precision: Precision = "fp32"
 
 
 def dfme_target(probs: torch.Tensor, target: ApiTarget) -> torch.Tensor:
@@ -78,13 +105,17 @@ def estimate_generator_gradient(
     """
     n = pre.shape[0]
     dim = pre[0].numel()
+    layout = training_layout(clone)  # the clone's inputs in its weights' layout: no reorders
     with torch.no_grad():
         directions = torch.randn((n, m, dim), device=pre.device)
         directions = directions / directions.norm(dim=2, keepdim=True)
-        points = torch.cat([pre.view(n, 1, dim) + epsilon * directions, pre.view(n, 1, dim)], dim=1)
-        points = to_pixels(points.view(n * (m + 1), *pre.shape[1:]))
-        victim = dfme_target(oracle.query(points), target)
-        student = clone(points)
+        flat = pre.reshape(n, 1, dim)  # a view in the default layout; a copy of a channels-last `pre`
+        points = torch.cat([flat + epsilon * directions, flat], dim=1)
+        points = to_pixels(points.view(n * (m + 1), *pre.shape[1:])).contiguous(memory_format=layout)
+        with record_function("victim answers"):
+            victim = dfme_target(oracle.query(points), target)
+        with record_function("clone on probes"):
+            student = clone(points)
         loss = -F.l1_loss(student, victim, reduction="none").mean(dim=1).view(n, m + 1)
         differences = (loss[:, :-1] - loss[:, -1:]) / epsilon  # (n, m)
         gradient = (differences.unsqueeze(2) * directions).mean(dim=1) * dim
@@ -129,7 +160,9 @@ class Dfme(Attacker):
         generator = UpsampleGenerator(
             p.nz, p.generator_width, channels, ctx.image_shape[1], conv_bias=False, affine_output=False
         ).to(ctx.device)
-        clone = ctx.build_clone(p.clone_arch)
+        generator, _ = in_layout(generator)
+        clone, layout = in_layout(ctx.build_clone(p.clone_arch))
+        bf16 = p.precision == "bf16"
         opt_clone = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=0.9, weight_decay=p.weight_decay)
         opt_gen = torch.optim.Adam(generator.parameters(), lr=p.lr_generator)
         iterations = oracle.query_budget // cost
@@ -146,17 +179,22 @@ class Dfme(Attacker):
             generator.train()
             clone.eval()
             for _ in range(p.g_iter):
-                pre = generator(sample_z())
+                with record_function("generator forward"), autocast_bf16(ctx.device, bf16):
+                    pre = full_precision(generator(sample_z()))
                 grad, _ = estimate_generator_gradient(pre, clone, oracle, p.grad_m, p.grad_epsilon, p.target)
-                opt_gen.zero_grad(set_to_none=True)
-                pre.backward(grad)
-                opt_gen.step()
+                with record_function("generator backward"):
+                    opt_gen.zero_grad(set_to_none=True)
+                    pre.backward(grad)
+                    opt_gen.step()
             clone.train()
             for _ in range(p.d_iter):
-                with torch.no_grad():
-                    fake = to_pixels(generator(sample_z()))
-                answers = dfme_target(oracle.query(fake), p.target)
-                loss = train_step(clone, F.l1_loss, fake, answers, opt_clone)  # schedule: per iteration
+                with record_function("generator forward"), torch.no_grad(), autocast_bf16(ctx.device, bf16):
+                    fake = to_pixels(full_precision(generator(sample_z()))).contiguous(memory_format=layout)
+                with record_function("victim answers"):
+                    answers = dfme_target(oracle.query(fake), p.target)
+                with record_function("clone training"), autocast_bf16(ctx.device, bf16):
+                    # schedule: per iteration
+                    loss = train_step(clone, lambda out, y: F.l1_loss(full_precision(out), y), fake, answers, opt_clone)
             sched_clone.step()
             sched_gen.step()
             ctx.progress(
@@ -166,4 +204,4 @@ class Dfme(Attacker):
             )
             clone.eval()
             ctx.checkpoint_if_due(clone, oracle.queries_used)
-        return clone
+        return clone.to(memory_format=torch.contiguous_format)

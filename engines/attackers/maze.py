@@ -35,6 +35,11 @@ generator's samples plus replay and stalls far below the victim; at 1e-2 the gen
 spreads its samples over the classes within the budget. `benchmarks/attacks.py` prints both
 settings side by side (docs/results.md, "CPU-scale presets against the paper's values").
 Pass `lr_gen=1e-4` for the paper's value.
+
+Fast paths, shared with DFME (see its module docstring): channels-last clone and generator by
+the fixed architecture rule of `_common.training_layout`, batches handed to the clone in its
+layout; same draws, queries, losses and updates as the plain loop (equal within 1e-9 in
+float64, tests/test_data_free_fast_paths.py). `precision="bf16"` is the same opt-in as DFME's.
 """
 
 from __future__ import annotations
@@ -42,8 +47,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch.profiler import record_function
 
-from engines.attackers._common import ApiTarget, ReplayBuffer, api_logits, kl_to_probs
+from engines.attackers._common import (
+    ApiTarget,
+    Precision,
+    ReplayBuffer,
+    api_logits,
+    autocast_bf16,
+    full_precision,
+    in_layout,
+    kl_to_probs,
+    training_layout,
+)
 from engines.attackers._generators import UpsampleGenerator, to_pixels
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker, AttackerParams
 from engines.errors import ArenaError
@@ -67,6 +83,9 @@ class MazeParams(AttackerParams):
     replay_capacity: int = Field(50_000, ge=1)
     # what stands in for the victim's logits (see `api_logits`); recorded with the match
     target: ApiTarget = "log-probs"
+    # "bf16": the clone's training steps and the generator under bfloat16 autocast (opt-in;
+    # the probes stay float32, where a forward difference of step 1e-3 needs the precision)
+    precision: Precision = "fp32"
 
 
 def teacher_distribution(answers: torch.Tensor, target: ApiTarget) -> torch.Tensor:
@@ -94,12 +113,16 @@ def zeroth_order_backward(
         directions = torch.randn((p.ndirs, *base.shape), generator=generator).to(device)
         directions = directions / directions.flatten(2).norm(dim=2).view(p.ndirs, n, *([1] * (base.ndim - 1)))
         points = torch.cat([base.unsqueeze(0), base.unsqueeze(0) + p.mu * directions]).flatten(0, 1)
-        images = to_pixels(points)
-        answers = teacher_distribution(oracle.query(images), p.target)
-        loss = per_sample_neg_kl(answers, clone(images)).view(1 + p.ndirs, n)
+        # the clone's inputs in its weights' layout, so no convolution reorders them
+        images = to_pixels(points).contiguous(memory_format=training_layout(clone))
+        with record_function("victim answers"):
+            answers = teacher_distribution(oracle.query(images), p.target)
+        with record_function("clone on probes"):
+            loss = per_sample_neg_kl(answers, clone(images)).view(1 + p.ndirs, n)
         differences = (loss[1:] - loss[:1]) / p.mu  # (ndirs, n)
         grad = (dim / p.ndirs) * (differences.view(p.ndirs, n, *([1] * (base.ndim - 1))) * directions).sum(0) / n
-    pre.backward(grad)
+    with record_function("generator backward"):
+        pre.backward(grad)
     return images[:n], answers[:n], float(-loss[0].mean())
 
 
@@ -135,8 +158,9 @@ class Maze(Attacker):
             raise ArenaError(f"maze needs {cost} queries per iteration; raise --budget")
         channels, size = ctx.image_shape[0], ctx.image_shape[1]
         torch.manual_seed(ctx.seed * 7919 + 1)
-        generator = UpsampleGenerator(p.nz, p.generator_width, channels, size).to(ctx.device)
-        clone = ctx.build_clone(p.clone_arch)
+        generator, _ = in_layout(UpsampleGenerator(p.nz, p.generator_width, channels, size).to(ctx.device))
+        clone, layout = in_layout(ctx.build_clone(p.clone_arch))
+        bf16 = p.precision == "bf16"
         opt_s = torch.optim.SGD(clone.parameters(), lr=p.lr_clone, momentum=p.momentum, weight_decay=p.weight_decay)
         opt_g = torch.optim.SGD(generator.parameters(), lr=p.lr_gen, momentum=p.momentum, weight_decay=p.weight_decay)
         sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s, iterations)
@@ -147,9 +171,14 @@ class Maze(Attacker):
         def sample_z(n: int) -> torch.Tensor:
             return torch.randn((n, p.nz), generator=noise).to(ctx.device)
 
+        def clone_loss_fn(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+            return kl_to_probs(full_precision(logits), answers)
+
         def clone_step(x: torch.Tensor, answers: torch.Tensor) -> float:
             clone.train()
-            return train_step(clone, kl_to_probs, x, answers, opt_s).item()  # schedule: per iteration
+            with record_function("clone training"), autocast_bf16(ctx.device, bf16):
+                x = x.contiguous(memory_format=layout)
+                return train_step(clone, clone_loss_fn, x, answers, opt_s).item()  # schedule: per iteration
 
         generator.train()
         for iteration in range(iterations):
@@ -159,16 +188,18 @@ class Maze(Attacker):
                 param.requires_grad_(False)
             for _ in range(p.iter_gen):
                 opt_g.zero_grad(set_to_none=True)
-                pre = generator(sample_z(p.batch_size))
+                with record_function("generator forward"), autocast_bf16(ctx.device, bf16):
+                    pre = full_precision(generator(sample_z(p.batch_size)))
                 x, answers, gen_kl = zeroth_order_backward(pre, clone, oracle, p, probes, ctx.device)
                 opt_g.step()
             for param in clone.parameters():
                 param.requires_grad_(True)
             for c in range(p.iter_clone):
                 if c > 0:
-                    with torch.no_grad():
-                        x = to_pixels(generator(sample_z(p.batch_size)))
-                    answers = teacher_distribution(oracle.query(x), p.target)
+                    with record_function("generator forward"), torch.no_grad(), autocast_bf16(ctx.device, bf16):
+                        x = to_pixels(full_precision(generator(sample_z(p.batch_size))))
+                    with record_function("victim answers"):
+                        answers = teacher_distribution(oracle.query(x), p.target)
                 clone_loss = clone_step(x, answers)
             replay.add(x, answers)
             if replay.size >= p.batch_size:
@@ -186,8 +217,8 @@ class Maze(Attacker):
             ctx.checkpoint_if_due(clone, oracle.queries_used)
         while oracle.remaining > 0:  # fewer queries left than one iteration: clone steps on fresh samples
             ctx.should_stop()
-            with torch.no_grad():
-                x = to_pixels(generator(sample_z(min(p.batch_size, oracle.remaining))))
+            with torch.no_grad(), autocast_bf16(ctx.device, bf16):
+                x = to_pixels(full_precision(generator(sample_z(min(p.batch_size, oracle.remaining)))))
             clone_step(x, teacher_distribution(oracle.query(x), p.target))
         clone.eval()
-        return clone
+        return clone.to(memory_format=torch.contiguous_format)
