@@ -244,8 +244,8 @@ def test_ablations_change_exactly_one_thing(tiny_splits, tmp_path):
     ).plan()
     assert [(m.arch, m.lam, m.T, m.alpha) for m in cifar] == [
         ("resnet18_8x", 0.001, 6.0, 0.3),
-        ("mobilenetv2", 0.05, 4.0, 0.9),
-        ("densenet121", 0.01, 2.0, 0.3),
+        ("mobilenetv2_paper", 0.05, 4.0, 0.9),
+        ("densenet121_pool", 0.01, 2.0, 0.3),
     ]
     assert cifar_loop.batch_size == 256 and cifar_loop.train_augment
 
