@@ -86,3 +86,20 @@ def test_stacked_lenets_need_one_normalisation():
     other = build_model("lenet5_fifth", 1, 10, (0.4,), (0.25,))
     assert stackable_lenets(same) and not stackable_lenets([*same, other])
     assert not stackable_lenets([*same, build_model("resnet18_8x", 1, 10, (0.5,), (0.25,))])
+
+
+def test_micro_batches_follow_the_largest_activation_and_keep_answers():
+    """ResNet-34-8x's largest activation is 64 x 32 x 32 floats (256 KiB per image): 64 images
+    per 16 MiB micro-batch; LeNet-5's (6 x 28 x 28 floats) never splits a batch of 256."""
+    from engines.serving import MICRO_BATCH_ACTIVATION_BYTES
+
+    resnet = ServingModel(build_model("resnet34_8x", 3, 10, MEAN, STD))
+    assert resnet.micro_batch((3, 32, 32), torch.device("cpu")) == MICRO_BATCH_ACTIVATION_BYTES // (64 * 32 * 32 * 4)
+    lenet = ServingModel(build_model("lenet5", 1, 10, (0.5,), (0.25,)))
+    assert lenet.micro_batch((1, 32, 32), torch.device("cpu")) > 256
+    model = _trained_like(build_model("mobilenetv2_paper", 3, 10, MEAN, STD))
+    served = ServingModel(model)
+    served._micro_batch[(3, 32, 32)] = 3  # force splitting of a small batch
+    x = torch.rand((8, 3, 32, 32), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(served(x), model(x), atol=1e-5, rtol=0)
