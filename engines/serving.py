@@ -12,6 +12,11 @@ has a convolution with at least `CHANNELS_LAST_MIN_WIDTH` output channels (CIFAR
 where oneDNN's blocked kernels pay; LeNet-size nets keep the default layout and, having no
 batch norm, stay bit-identical to the training model).
 
+Max-pooling over 2x2 windows with stride 2 (LeNet's) is computed as the element-wise maximum
+of the four strided views of its input (`max_pool_2x2`): the same values bit for bit (a
+maximum is exact), without the CPU kernel's index bookkeeping, which measured about 50x
+slower on LeNet-size maps (benchmarks/serving.py). Every served model gets it, victims too.
+
 `ServingModel` also splits a large batch into micro-batches small enough that the largest
 activation of one micro-batch fits in `MICRO_BATCH_ACTIVATION_BYTES` (half the 32 MiB L3
 cache of the machine's CPU class), so each layer's output is still in cache when the next
@@ -48,14 +53,55 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         return model
 
 
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """F.max_pool2d(x, 2) (kernel 2, stride 2, no padding, floor mode), bit-identical, as the
+    element-wise maximum of the four strided views of `x`."""
+    h, w = 2 * (x.shape[-2] // 2), 2 * (x.shape[-1] // 2)
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    return torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]))
+
+
+class MaxPool2x2(nn.Module):
+    """nn.MaxPool2d(2) for serving (see `max_pool_2x2`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool_2x2(x)
+
+
+def _is_plain_2x2_pool(module: nn.Module) -> bool:
+    def pair(v):
+        return v if isinstance(v, tuple) else (v, v)
+
+    return (
+        isinstance(module, nn.MaxPool2d)
+        and pair(module.kernel_size) == (2, 2)
+        and pair(module.stride) == (2, 2)
+        and pair(module.padding) == (0, 0)
+        and pair(module.dilation) == (1, 1)
+        and not module.ceil_mode
+        and not module.return_indices
+    )
+
+
+def replace_2x2_pools(model: nn.Module) -> nn.Module:
+    """Swap every plain 2x2 nn.MaxPool2d submodule of `model` (in place) for `MaxPool2x2`."""
+    for name, child in list(model.named_children()):
+        if _is_plain_2x2_pool(child):
+            setattr(model, name, MaxPool2x2())
+        else:
+            replace_2x2_pools(child)
+    return model
+
+
 def wants_channels_last(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) and m.out_channels >= CHANNELS_LAST_MIN_WIDTH for m in model.modules())
 
 
 def inference_copy(model: nn.Module, channels_last: bool | None = None) -> nn.Module:
-    """A frozen (no-grad, eval-mode) copy of `model` with batch norm folded and, by the fixed
-    rule above or when asked, weights in channels-last layout."""
-    served = fold_batchnorm(model)
+    """A frozen (no-grad, eval-mode) copy of `model` with batch norm folded, 2x2 max-pools
+    computed from strided views and, by the fixed rule above or when asked, weights in
+    channels-last layout."""
+    served = replace_2x2_pools(fold_batchnorm(model))
     for parameter in served.parameters():
         parameter.requires_grad_(False)
     if wants_channels_last(model) if channels_last is None else channels_last:

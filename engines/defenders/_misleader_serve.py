@@ -27,7 +27,7 @@ from torch import nn
 
 from engines.models.base import Classifier, Normalize
 from engines.models.lenet import LeNet5
-from engines.serving import ServingModel
+from engines.serving import ServingModel, max_pool_2x2
 
 
 class _Single:
@@ -83,8 +83,8 @@ class StackedLeNets:
     """K LeNet-5-shaped members served as one network; `prob_sum` is the sum of their softmax
     outputs. The first convolution holds every member's filters side by side (its input is
     shared), with the normalisation (x - mean) / std folded into its weights and bias; from
-    the second convolution on, each member reads its own slice of channels. ReLU commutes
-    with max-pooling, so it is fused into the convolution (oneDNN post-op) on CPU."""
+    the second convolution on, each member reads its own slice of channels. ReLU is fused
+    into the convolutions and hidden linear layers (oneDNN post-ops) on CPU."""
 
     def __init__(self, members: list[nn.Module]):
         layers = [_lenet_layers(m) for m in members]
@@ -119,12 +119,12 @@ class StackedLeNets:
         return torch.relu(F.linear(x, weight, bias))
 
     def prob_sum(self, x: torch.Tensor) -> torch.Tensor:
-        shared = F.max_pool2d(self._conv_relu(x.contiguous(), self.weight1, self.bias1), 2)
+        shared = max_pool_2x2(self._conv_relu(x.contiguous(), self.weight1, self.bias1))
         total, start = None, 0
         for width, (weight2, bias2, linears) in zip(self.widths, self.rest):
             own = shared[:, start : start + width].contiguous()
             start += width
-            h = F.max_pool2d(self._conv_relu(own, weight2, bias2), 2).flatten(1)
+            h = max_pool_2x2(self._conv_relu(own, weight2, bias2)).flatten(1)
             for weight, bias in linears[:-1]:
                 h = self._linear_relu(h, weight, bias)
             probs = torch.softmax(F.linear(h, *linears[-1]).float(), dim=1)
