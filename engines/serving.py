@@ -17,7 +17,7 @@ of the four strided views of its input (`max_pool_2x2`): the same values bit for
 maximum is exact), without the CPU kernel's index bookkeeping, which measured about 50x
 slower on LeNet-size maps (benchmarks/serving.py). Every served model gets it, victims too.
 
-`ServingModel` also splits a large batch into micro-batches small enough that the largest
+On CPU, `ServingModel` also splits a large batch into micro-batches small enough that the largest
 activation of one micro-batch fits in `MICRO_BATCH_ACTIVATION_BYTES` (half the 32 MiB L3
 cache of the machine's CPU class), so each layer's output is still in cache when the next
 layer reads it. The micro-batch size is a fixed function of the architecture and the input
@@ -154,6 +154,8 @@ class ServingModel:
         return self.model(images).contiguous()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device.type != "cpu":  # accelerators want whole batches; the rule is for CPU caches
+            return self._forward(images)
         step = self.micro_batch(tuple(images.shape[1:]), images.device)
         if len(images) <= step:
             return self._forward(images)
