@@ -176,11 +176,11 @@ def test_checkpoint_selection_reads_the_validation_split_only(tiny_splits, tmp_p
     facts = defender.prepare()  # the Forbidden test / pool splits raise if touched
     from engines.training import accuracy
 
-    for member, report in zip(defender.server.groups, facts["members"]):
+    for member, report in zip(defender.server.members, facts["members"]):
         history = report["val_history"]
         best = max(history)
         assert report["best_epoch"] == max(i for i, v in enumerate(history) if v == best)  # ties: later epoch
-        assert accuracy(member.model, tiny_splits.defender_val, CPU) == pytest.approx(report["val_accuracy"])
+        assert accuracy(member, tiny_splits.defender_val, CPU) == pytest.approx(report["val_accuracy"])
 
 
 def test_served_output_is_a_batch_independent_probability_vector(tiny_splits, tmp_path):
@@ -199,7 +199,7 @@ def test_served_output_is_a_batch_independent_probability_vector(tiny_splits, tm
     assert torch.allclose(whole, singles, atol=1e-6) and torch.allclose(whole, chunks, atol=1e-6)
     # it is the mean of the members' softmax outputs
     with torch.inference_mode():
-        manual = torch.stack([torch.softmax(g.model(x), 1) for g in defender.server.groups]).mean(0)
+        manual = torch.stack([torch.softmax(m(x), 1) for m in defender.server.members]).mean(0)
     assert torch.allclose(whole, manual, atol=1e-6)
     # the same oracle contract as every defender
     for mode in ("soft", "hard", "topk"):
@@ -244,8 +244,8 @@ def test_ablations_change_exactly_one_thing(tiny_splits, tmp_path):
     ).plan()
     assert [(m.arch, m.lam, m.T, m.alpha) for m in cifar] == [
         ("resnet18_8x", 0.001, 6.0, 0.3),
-        ("mobilenetv2", 0.05, 4.0, 0.9),
-        ("densenet121", 0.01, 2.0, 0.3),
+        ("mobilenetv2_paper", 0.05, 4.0, 0.9),
+        ("densenet121_pool", 0.01, 2.0, 0.3),
     ]
     assert cifar_loop.batch_size == 256 and cifar_loop.train_augment
 
@@ -268,10 +268,10 @@ def test_same_seed_same_members_and_first_member_shared_with_k1(tiny_splits, tmp
     k1 = _defender("misleader-k1", tiny_splits, ArtifactStore(tmp_path / "c"))
     for d in (a, b, k1):
         d.prepare()
-    for ga, gb in zip(a.server.groups, b.server.groups):
-        for (name, va), vb in zip(ga.model.state_dict().items(), gb.model.state_dict().values()):
+    for ma, mb in zip(a.server.members, b.server.members):
+        for (name, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
             assert torch.equal(va, vb), name
-    for va, vb in zip(a.server.groups[0].model.state_dict().values(), k1.server.groups[0].model.state_dict().values()):
+    for va, vb in zip(a.server.members[0].state_dict().values(), k1.server.members[0].state_dict().values()):
         assert torch.equal(va, vb)
 
 

@@ -4,6 +4,6 @@ Every model takes images in [0, 1] and normalises them itself (first layer), so 
 clones and generators all work in pixel space.
 """
 
-from engines.models.base import MODELS, ModelInfo, Normalize, build_model, default_model_for
+from engines.models.base import MODELS, ModelInfo, Normalize, build_model, default_model_for, multiply_accumulates
 
-__all__ = ["MODELS", "ModelInfo", "Normalize", "build_model", "default_model_for"]
+__all__ = ["MODELS", "ModelInfo", "Normalize", "build_model", "default_model_for", "multiply_accumulates"]

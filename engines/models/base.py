@@ -52,3 +52,31 @@ def build_model(
 def default_model_for(family: str) -> str:
     """The victim architecture the MISLEADER paper uses for each data set family."""
     return "lenet5" if family == "mnist" else "resnet34_8x"
+
+
+def multiply_accumulates(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one input of `input_shape` (C, H, W) through
+    the convolutions and linear layers of `model` (the usual cost measure of a CNN; element-wise
+    layers, pooling and batch norm are not counted). Counted from the layers' output shapes,
+    never timed."""
+    total = 0
+
+    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        per_output = output[0].numel()
+        if isinstance(module, nn.Conv2d):
+            total += per_output * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Linear):
+            total += per_output * module.in_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(count) for m in layers]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *input_shape)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total
