@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import query_all, targets_from_answers, train_clone
+from engines.attackers._common import query_all, targets_from_answers
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams, knockoff_train_config
+from engines.attackers.knockoff import KnockoffParams, knockoff_clone
 from engines.errors import ArenaError
 from engines.oracle import Oracle
 
@@ -87,14 +87,6 @@ class AveragedQueries(Attacker):
             bought = stop
             targets = average_answers(torch.cat(answers), r, oracle)
             ctx.progress(oracle.queries_used, oracle.query_budget, f"training clone on {bought} averaged answers")
-            clone = train_clone(
-                ctx,
-                images[:bought],
-                targets,
-                100 + index,
-                knockoff_train_config(p),
-                arch=p.clone_arch,
-                min_steps=p.min_steps,
-            )
+            clone = knockoff_clone(ctx, clone, images[:bought], targets, index, p)
             ctx.checkpoint_if_due(clone, oracle.queries_used, force=True)
         return clone
