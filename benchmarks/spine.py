@@ -36,13 +36,22 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process `pid` has used (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def default_run(args: list[str] = ()) -> tuple[list[dict], float, float, list[dict]]:
     """Play `arena run` (no options: the default lineup) in a fresh folder, so the victim and
     the defences train from scratch. Returns the result rows, the wall time, the peak resident
     memory and the phase profile (see `phase_profile`)."""
     with tempfile.TemporaryDirectory() as folder:
         events = Path(folder) / "events.jsonl"
-        samples: list[tuple[float, float]] = []  # (time.time(), RSS MB), every 0.1 s
+        samples: list[tuple[float, float, float | None]] = []  # (time.time(), RSS MB, CPU s), every 0.1 s
         started, started_epoch = time.perf_counter(), time.time()
         proc = subprocess.Popen(
             [sys.executable, "-m", "arena.cli", "run", "--format", "json", "--events", str(events), *args],
@@ -56,7 +65,7 @@ def default_run(args: list[str] = ()) -> tuple[list[dict], float, float, list[di
 
         def sample() -> None:
             while not done.is_set():
-                samples.append((time.time(), _rss_mb(proc.pid)))
+                samples.append((time.time(), _rss_mb(proc.pid), _cpu_seconds(proc.pid)))
                 done.wait(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -76,7 +85,8 @@ def default_run(args: list[str] = ()) -> tuple[list[dict], float, float, list[di
 
 
 def phase_profile(events: list[dict], rows: list[dict], samples, started: float, ended: float) -> list[dict]:
-    """Wall time and peak resident memory per phase, from the run's JSON-lines events.
+    """Wall time, CPU time and peak resident memory per phase, from the run's JSON-lines
+    events. (CPU seconds depend less on other processes' load than wall seconds do.)
 
     A phase lasts from its `phase` event to the next event that starts another phase (or
     the process's end). Process start-up and what follows the last match (printing results)
@@ -98,9 +108,18 @@ def phase_profile(events: list[dict], rows: list[dict], samples, started: float,
     marks.append((ended, None))
     out = []
     for (begin, name), (end, _) in zip(marks, marks[1:]):
-        rss = [mb for t, mb in samples if begin <= t <= end]
+        rss = [mb for t, mb, _ in samples if begin <= t <= end]
+        cpu = [c for t, _, c in samples if begin <= t <= end and c is not None]
         scored = sum(1 for e in events if e["event"] == "checkpoint" and begin <= e["time"] < end)
-        out.append({"phase": name, "seconds": end - begin, "peak_mb": max(rss, default=0.0), "checkpoints": scored})
+        out.append(
+            {
+                "phase": name,
+                "seconds": end - begin,
+                "peak_mb": max(rss, default=0.0),
+                "cpu_seconds": cpu[-1] - cpu[0] if cpu else 0.0,
+                "checkpoints": scored,
+            }
+        )
     return out
 
 
@@ -184,12 +203,16 @@ def main() -> None:
         "",
     ]
     if not args.skip_run:
+        load_before = os.getloadavg()[0]
         rows, wall, peak_mb, profile = default_run()
+        load_after = os.getloadavg()
         lines += [
             "### Default `arena run` (mnist5k, from an empty cache)",
             "",
             f"Wall time {wall / 60:.1f} min (target <= 10 min before MISLEADER, <= 15 min after), "
-            f"peak resident memory {peak_mb / 1024:.2f} GB (target <= 3 GB).",
+            f"peak resident memory {peak_mb / 1024:.2f} GB (target <= 3 GB). Load average (2 cores): "
+            f"{load_before:.1f} at the start; {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} "
+            "(1 / 5 / 15 min) at the end.",
             "",
             "| defender | attacker | label | budget | victim acc | defender acc | clone acc | fidelity (served) | fidelity (victim) | queries/s | time s |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -210,12 +233,13 @@ def main() -> None:
             f"Checkpoint scoring, timed apart: {1000 * score:.0f} ms per checkpoint x {checkpoints} checkpoints "
             f"= {score * checkpoints:.1f} s in all, inside the attack phases.",
             "",
-            "| phase | wall s | share | peak RSS MB |",
-            "|---|---|---|---|",
+            "| phase | wall s | share | CPU s | peak RSS MB |",
+            "|---|---|---|---|---|",
         ]
         for phase in profile:
             lines.append(
-                f"| {phase['phase']} | {phase['seconds']:.1f} | {100 * phase['seconds'] / wall:.0f}% | {phase['peak_mb']:.0f} |"
+                f"| {phase['phase']} | {phase['seconds']:.1f} | {100 * phase['seconds'] / wall:.0f}% | "
+                f"{phase['cpu_seconds']:.1f} | {phase['peak_mb']:.0f} |"
             )
         lines.append("")
     torch.set_num_threads(args.oracle_threads)
