@@ -13,11 +13,10 @@ Mechanism: draw n = budget // repeats pool images uniformly without replacement 
 are spent; a remainder smaller than `repeats` is left unspent), and train the clone on
 - soft / top-k: the mean of the r probability vectors (renormalised, soft cross-entropy);
 - hard: the majority vote of the r labels (ties to the lower class index).
-At each budget checkpoint t the clone is retrained from scratch on the t // repeats images
-bought so far, with the KnockoffNets CPU-scale recipe (`knockoff`: SGD lr 0.01, momentum 0.9,
-batch 64, 30 epochs, at least 300 steps, cosine schedule) through the shared
-`_common.train_clone`. Default repeats 4 (the noise's standard deviation halves; chosen here,
-not taken from a paper); the default budget is KnockoffNets' 1,200 times 4.
+At each budget checkpoint t the clone is retrained from scratch (or, with `warm_start`,
+continued) on the t // repeats images bought so far, with the KnockoffNets CPU-scale recipe
+(`knockoff.knockoff_clone`). Default repeats 4 (the noise's standard deviation halves; chosen
+here, not taken from a paper); the default budget is KnockoffNets' 1,200 times 4.
 """
 
 from __future__ import annotations

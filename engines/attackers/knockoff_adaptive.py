@@ -26,8 +26,9 @@ Differences from the paper, by necessity:
   exceed the pool; an emptied cluster leaves the policy.
 
 The clone scored at each budget checkpoint is trained from scratch on every answer bought so
-far with the KnockoffNets recipe of `knockoff` (same CPU-scale preset), so the two strategies
-differ only in which images they ask about.
+far with the KnockoffNets recipe of `knockoff` (same CPU-scale recipe and `warm_start`
+option: `knockoff.knockoff_clone`), so the two strategies differ only in which images they
+ask about.
 
 Paper settings: ResNet-34 knockoff, budgets up to 100k (ImageNet-scale pools). CPU-scale
 preset: 10 clusters, batches of 16 draws per policy step, alpha 0.2, default budget 600
