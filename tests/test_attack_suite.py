@@ -324,3 +324,62 @@ def test_maze_gradient_estimate_points_along_the_true_gradient(mnist5k, tiny_vic
     cosine = F.cosine_similarity(estimate.flatten(1), white.grad.flatten(1), dim=1)
     # a random 400-direction projection in 1024 dimensions keeps cos ~ sqrt(400/1024) = 0.62
     assert cosine.min() > 0.4, cosine
+
+
+def test_knockoff_recipe_and_warm_start_are_recorded_with_the_match():
+    params = MatchSpec(attacker="knockoff", attacker_params={"warm_start": True}).resolve().attacker_params
+    for key in ("schedule", "augment", "epochs", "lr", "min_steps", "warm_epochs"):
+        assert key in params, f"{key} is not recorded with the match"
+    assert params["warm_start"] is True
+    assert MatchSpec(attacker="knockoff").resolve().attacker_params["warm_start"] is False
+    with pytest.raises(ArenaError, match="schedule"):
+        MatchSpec(attacker="knockoff", attacker_params={"schedule": "linear"}).resolve()
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_knockoff_checkpoint_clone_is_its_definition(warm_start, mnist5k, tiny_victim):
+    """Checkpoint 1's clone equals its definition: with warm_start, checkpoint 0's weights
+    trained `warm_epochs` more epochs on all answers (offset 101); without, a fresh clone."""
+    import copy
+
+    from engines.attackers._common import query_all, targets_from_answers, train_clone
+    from engines.attackers.knockoff import knockoff_train_config
+    from engines.training import fit
+
+    cls = ATTACKERS.get("knockoff")
+    params = cls.Params(epochs=1, min_steps=4, warm_start=warm_start, warm_epochs=2)
+    states = []
+
+    def context():
+        return AttackContext(
+            family="mnist",
+            num_classes=10,
+            image_shape=mnist5k.image_shape,
+            mean=mnist5k.mean,
+            std=mnist5k.std,
+            pool=mnist5k.attacker_pool,
+            device=torch.device("cpu"),
+            seed=5,
+            checkpoints=[20, 40],
+            evaluate=lambda clone, used: states.append(copy.deepcopy(clone.state_dict())) or {},
+        )
+
+    def oracle():
+        serve = lambda x: torch.softmax(tiny_victim(x), 1)  # noqa: E731
+        return Oracle(serve, 40, "soft", 10, mnist5k.image_shape, torch.device("cpu"))
+
+    ctx = context()
+    cls(params).run(oracle(), ctx)
+    assert len(states) == 2
+    images = cls(params).query_images(ctx, 40)
+    targets = targets_from_answers(query_all(oracle(), images, ctx), oracle())
+    if warm_start:
+        expected = ctx.build_clone()
+        expected.load_state_dict(states[0])
+        cfg = knockoff_train_config(params).model_copy(update={"epochs": 2})
+        fit(expected, images, targets, cfg, ctx.device, ctx.generator(101))
+    else:
+        cfg = knockoff_train_config(params)
+        expected = train_clone(ctx, images, targets, 101, cfg, arch=None, min_steps=4)
+    for name, value in expected.state_dict().items():
+        assert torch.equal(value, states[1][name]), name

@@ -21,9 +21,9 @@ output-perturbation defences change:
   out. This is exactly the distribution MISLEADER's members are trained to mislead on. The
   pool is cycled, each pass with fresh augmentations, so the budget is not bound by the pool.
 
-All three train the scored clone from scratch at each budget checkpoint on every answer
-bought so far, with the KnockoffNets CPU-scale recipe (`knockoff`: SGD lr 0.01, momentum 0.9,
-batch 64, 30 epochs, at least 300 steps, cosine schedule).
+All three train the scored clone from scratch (or, with `warm_start`, continue it) at each
+budget checkpoint on every answer bought so far, with the KnockoffNets CPU-scale recipe
+(`knockoff.knockoff_clone`; the recipe chosen on the validation split, see `knockoff`).
 """
 
 from __future__ import annotations

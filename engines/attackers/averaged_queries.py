@@ -13,11 +13,10 @@ Mechanism: draw n = budget // repeats pool images uniformly without replacement 
 are spent; a remainder smaller than `repeats` is left unspent), and train the clone on
 - soft / top-k: the mean of the r probability vectors (renormalised, soft cross-entropy);
 - hard: the majority vote of the r labels (ties to the lower class index).
-At each budget checkpoint t the clone is retrained from scratch on the t // repeats images
-bought so far, with the KnockoffNets CPU-scale recipe (`knockoff`: SGD lr 0.01, momentum 0.9,
-batch 64, 30 epochs, at least 300 steps, cosine schedule) through the shared
-`_common.train_clone`. Default repeats 4 (the noise's standard deviation halves; chosen here,
-not taken from a paper); the default budget is KnockoffNets' 1,200 times 4.
+At each budget checkpoint t the clone is retrained from scratch (or, with `warm_start`,
+continued) on the t // repeats images bought so far, with the KnockoffNets CPU-scale recipe
+(`knockoff.knockoff_clone`). Default repeats 4 (the noise's standard deviation halves; chosen
+here, not taken from a paper); the default budget is KnockoffNets' 1,200 times 4.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import query_all, targets_from_answers, train_clone
+from engines.attackers._common import query_all, targets_from_answers
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams, knockoff_train_config
+from engines.attackers.knockoff import KnockoffParams, knockoff_clone
 from engines.errors import ArenaError
 from engines.oracle import Oracle
 
@@ -87,14 +86,6 @@ class AveragedQueries(Attacker):
             bought = stop
             targets = average_answers(torch.cat(answers), r, oracle)
             ctx.progress(oracle.queries_used, oracle.query_budget, f"training clone on {bought} averaged answers")
-            clone = train_clone(
-                ctx,
-                images[:bought],
-                targets,
-                100 + index,
-                knockoff_train_config(p),
-                arch=p.clone_arch,
-                min_steps=p.min_steps,
-            )
+            clone = knockoff_clone(ctx, clone, images[:bought], targets, index, p)
             ctx.checkpoint_if_due(clone, oracle.queries_used, force=True)
         return clone

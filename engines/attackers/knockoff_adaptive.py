@@ -26,8 +26,9 @@ Differences from the paper, by necessity:
   exceed the pool; an emptied cluster leaves the policy.
 
 The clone scored at each budget checkpoint is trained from scratch on every answer bought so
-far with the KnockoffNets recipe of `knockoff` (same CPU-scale preset), so the two strategies
-differ only in which images they ask about.
+far with the KnockoffNets recipe of `knockoff` (same CPU-scale recipe and `warm_start`
+option: `knockoff.knockoff_clone`), so the two strategies differ only in which images they
+ask about.
 
 Paper settings: ResNet-34 knockoff, budgets up to 100k (ImageNet-scale pools). CPU-scale
 preset: 10 clusters, batches of 16 draws per policy step, alpha 0.2, default budget 600
@@ -42,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from engines.attackers._common import answer_labels, flat_pixels, kmeans, query_all, targets_from_answers, train_clone
+from engines.attackers._common import answer_labels, flat_pixels, kmeans, query_all, targets_from_answers
 from engines.attackers.base import ATTACKERS, AttackContext, Attacker
-from engines.attackers.knockoff import KnockoffParams, knockoff_train_config
+from engines.attackers.knockoff import KnockoffParams, knockoff_clone, knockoff_train_config
 from engines.data.base import to_floats
 from engines.oracle import Oracle
 from engines.training import cross_entropy_loss, make_optimizer, train_step
@@ -192,15 +193,7 @@ class KnockoffAdaptive(Attacker):
             bought = oracle.queries_used
             all_targets = targets_from_answers(torch.cat(answers), oracle)
             ctx.progress(bought, oracle.query_budget, f"training clone on {bought} answers")
-            clone = train_clone(
-                ctx,
-                pool[torch.tensor(chosen)],
-                all_targets,
-                100 + index,
-                recipe,
-                arch=p.clone_arch,
-                min_steps=p.min_steps,
-            )
+            clone = knockoff_clone(ctx, clone, pool[torch.tensor(chosen)], all_targets, index, p)
             ctx.checkpoint_if_due(clone, bought)
         counts = torch.bincount(torch.tensor(actions), minlength=p.num_actions).tolist()
         sizes = torch.bincount(clusters, minlength=p.num_actions).tolist()
