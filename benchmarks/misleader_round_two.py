@@ -28,8 +28,9 @@ Matches are played by the arena's own runner into a SQLite database (default
 /tmp/arena-bench-misleader-r2/matches.db; the defenders' trained members are artifacts in the
 cache), through `benchmarks.output_defences.Bench`: a match whose resolved spec is already
 `done` is never replayed, so a rerun resumes. Order: the protocol part seed by seed, then the
-presets' cheap matches (KnockoffNets, low-budget DFME) seed by seed, then their 40k DFME
-matches, so a run cut short leaves whole rows. 2 checkpoints per match (the minimum); the
+presets' seed 0 (cheap matches - KnockoffNets, low-budget DFME - then 40k DFME), then the
+cheap matches of the other seeds, then their 40k DFME matches, so a run cut short leaves
+whole rows. 2 checkpoints per match (the minimum); the
 tables use the final budget. The full run rewrites the "misleader_round_two" section of
 docs/results.md; --quick only prints.
 """
@@ -153,11 +154,13 @@ def protocol_plan(rt: RoundTwo) -> list:
 
 
 def presets_plan(rt: RoundTwo) -> list:
+    """Seed 0 whole, then the cheap matches of the other seeds, then their 40k DFME matches."""
     cheap = [a for a in ATTACKS if a[3] is not DFME_DEFAULT]
     dfme = [a for a in ATTACKS if a[3] is DFME_DEFAULT]
+    first, rest = rt.seeds[:1], rt.seeds[1:]
     order = []
-    for attacks in (cheap, dfme):
-        for seed in rt.seeds:
+    for seeds, attacks in ((first, cheap), (first, dfme), (rest, cheap), (rest, dfme)):
+        for seed in seeds:
             for _, defender, params in settings():
                 order += [rt.spec(defender, params, attack, seed) for attack in attacks]
     return order
@@ -233,7 +236,7 @@ def presets_tables(rt: RoundTwo) -> str:
         "Served clean accuracy and clone accuracy (%, 1,000-image test split, final budget); mean ± std "
         f"over seeds {', '.join(map(str, rt.seeds))}. vs victim = paired served − victim (points).\n",
         f"| setting | victim | served | vs victim | {head} |",
-        "|---|---|---|---|---|" + "---|" * len(ATTACKS),
+        "|---|---|---|---|" + "---|" * len(ATTACKS),
     ]
     for label, _, _ in settings():
         sv = served(label)
@@ -332,8 +335,10 @@ def main() -> None:
         f"({platform.machine()}, {os.cpu_count()} cores shared with other jobs, torch {torch.__version__}, "
         f"{threads} torch thread(s), device cpu; `--report-only` reprints the tables from the database "
         f"{db}). {len(done)} of {len(planned)} planned matches done; their wall times sum to "
-        f"{match_minutes:.0f} min. Victim: LeNet-5, the arena default (40 epochs), one per seed. "
-        f"{CHECKPOINTS} checkpoints per match; the tables use the final budget.",
+        f"{match_minutes:.0f} min. Victim: LeNet-5, "
+        + ("2 epochs (--quick)" if args.quick else "the arena default (40 epochs)")
+        + ", one per seed. "
+        + f"{CHECKPOINTS} checkpoints per match; the tables use the final budget.",
         "",
         caption(rt),
     ]
