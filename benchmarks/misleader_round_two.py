@@ -28,8 +28,8 @@ Matches are played by the arena's own runner into a SQLite database (default
 /tmp/arena-bench-misleader-r2/matches.db; the defenders' trained members are artifacts in the
 cache), through `benchmarks.output_defences.Bench`: a match whose resolved spec is already
 `done` is never replayed, so a rerun resumes. Order: the protocol part seed by seed, then the
-presets' seed 0 (cheap matches - KnockoffNets, low-budget DFME - then 40k DFME), then the
-cheap matches of the other seeds, then their 40k DFME matches, so a run cut short leaves
+presets part seed by seed with the 4x setting's matches (its training is the longest) after
+all seeds except the one that trains it (see `presets_plan`), so a run cut short leaves
 whole rows. 2 checkpoints per match (the minimum); the
 tables use the final budget. The full run rewrites the "misleader_round_two" section of
 docs/results.md; --quick only prints.
@@ -154,16 +154,35 @@ def protocol_plan(rt: RoundTwo) -> list:
 
 
 def presets_plan(rt: RoundTwo) -> list:
-    """Seed 0 whole, then the cheap matches of the other seeds, then their 40k DFME matches."""
+    """Matches in an order that keeps two workers busy and leaves whole rows when cut short.
+
+    Per seed: the first match of each trained setting (it trains the defender; the 4x setting,
+    the longest, first), the undefended and preset matches, the rest of the cheap matches
+    attack by attack, the 40k DFME matches; the 4x setting's other matches come after all
+    seeds. So no worker waits on a defender that the other one is still training, except
+    where a seed's other settings finish before its 4x training."""
     cheap = [a for a in ATTACKS if a[3] is not DFME_DEFAULT]
-    dfme = [a for a in ATTACKS if a[3] is DFME_DEFAULT]
-    first, rest = rt.seeds[:1], rt.seeds[1:]
-    order = []
-    for seeds, attacks in ((first, cheap), (first, dfme), (rest, cheap), (rest, dfme)):
-        for seed in seeds:
-            for _, defender, params in settings():
-                order += [rt.spec(defender, params, attack, seed) for attack in attacks]
-    return order
+    rows = settings()
+    long = next(r for r in rows if r[2] == _parameter_set("mnist-4x-steps"))
+    # undefended, and the arena preset (the protocol part trains it): nothing to train here
+    plain = [r for r in rows if r[1] == "undefended" or (r[1] == "misleader" and r[2] == {})]
+    trained = [r for r in rows if r not in plain and r is not long]
+    order, deferred = [], []
+    for seed in rt.seeds:
+        order.append(rt.spec(long[1], long[2], cheap[0], seed))
+        order += [rt.spec(r[1], r[2], cheap[0], seed) for r in trained]
+        order += [rt.spec(r[1], r[2], a, seed) for r in plain for a in cheap]
+        order += [rt.spec(r[1], r[2], a, seed) for a in cheap[1:] for r in trained]
+        order += [rt.spec(r[1], r[2], DFME_40K, seed) for r in plain + trained]
+        deferred += [rt.spec(long[1], long[2], a, seed) for a in cheap[1:]]
+    deferred += [rt.spec(long[1], long[2], DFME_40K, seed) for seed in rt.seeds]
+    return order + deferred
+
+
+def _parameter_set(name: str) -> dict:
+    from engines.defenders.misleader import PARAMETER_SETS
+
+    return PARAMETER_SETS[name]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -280,6 +299,31 @@ def presets_tables(rt: RoundTwo) -> str:
     return "\n".join(out)
 
 
+PUBLIC_PROTOCOL = """Where the public protocol comes from (github.com/LabRAI/misleader at commit 03f09ba, read for
+facts, not copied):
+
+- `DFME/my_utils.py`, lines 116-125: the class `SoftVotingEnsemble`, whose `forward` returns the
+  mean over the members of their softmax outputs, i.e. a probability vector.
+- `DFME/train_ensemble.py` (the DFME script `test.sh` runs against the defence), lines 332-339:
+  the three members are loaded and wrapped in that ensemble, which becomes DFME's `teacher`.
+- `DFME/train.py` (the same DFME script for a single network, i.e. the undefended teacher),
+  lines 330-337: the teacher is one network (ResNet-34-8x, or a `get_classifier` model) whose
+  `forward` returns logits.
+- Both scripts default to `no_logits=1`, `logit_correction='mean'` (`train_ensemble.py` lines
+  233-234, `train.py` lines 232-233) and treat whatever the teacher returns the same way:
+  log-softmax, then subtract the row mean, in the clone update (`train_ensemble.py` lines 105-110,
+  `train.py` lines 104-108) and in the generator's forward-difference gradient estimate
+  (`DFME/approximate_gradients.py` lines 68-75).
+
+For a teacher that returns logits z, log-softmax only shifts each row, so the target is the
+centred logits z - mean(z); the arena's `target="log-probs"` gives exactly that from any
+probability-serving API (log p - mean(log p) = z - mean(z)). For the ensemble, whose output p
+is already a probability vector, the same code computes log_softmax(p) - mean = p - 1/C: a
+target in [-0.1, 0.9] for every query, which DFME's L1 loss asks the clone's logits to match,
+so the clone is pulled towards nearly flat logits whatever the ensemble answers. The arena
+replays that with `target="probs-as-logits"` (`engines.attackers._common.api_logits`)."""
+
+
 def caption(rt: RoundTwo) -> str:
     """The attacker settings the tables used, as resolved (defaults included)."""
     from engines.attackers import ATTACKERS
@@ -348,7 +392,10 @@ def main() -> None:
     }
     for part in parts:
         text = protocol_tables(rt) if part == "protocol" else presets_tables(rt)
-        lines += ["", titles[part], "", text]
+        lines += ["", titles[part], ""]
+        if part == "protocol":
+            lines += [PUBLIC_PROTOCOL, ""]
+        lines += [text]
     text = "\n".join(lines)
     print()
     print(text)
