@@ -28,9 +28,8 @@ Matches are played by the arena's own runner into a SQLite database (default
 /tmp/arena-bench-misleader-r2/matches.db; the defenders' trained members are artifacts in the
 cache), through `benchmarks.output_defences.Bench`: a match whose resolved spec is already
 `done` is never replayed, so a rerun resumes. Order: the protocol part seed by seed, then the
-presets part seed by seed with the 4x setting's matches (its training is the longest) after
-all seeds except the one that trains it (see `presets_plan`), so a run cut short leaves
-whole rows. 2 checkpoints per match (the minimum); the
+presets part seed by seed, the 4x setting (the longest training) for the first seed only and
+for the other seeds last (see `presets_plan`), so a run cut short leaves whole rows. 2 checkpoints per match (the minimum); the
 tables use the final budget. The full run rewrites the "misleader_round_two" section of
 docs/results.md; --quick only prints.
 """
@@ -156,27 +155,33 @@ def protocol_plan(rt: RoundTwo) -> list:
 def presets_plan(rt: RoundTwo) -> list:
     """Matches in an order that keeps two workers busy and leaves whole rows when cut short.
 
-    Per seed: the first match of each trained setting (it trains the defender; the 4x setting,
-    the longest, first), the undefended and preset matches, the rest of the cheap matches
-    attack by attack, the 40k DFME matches; the 4x setting's other matches come after all
-    seeds. So no worker waits on a defender that the other one is still training, except
-    where a seed's other settings finish before its 4x training."""
+    Per seed: the first match of each setting that trains a defender here, the undefended
+    and arena-preset matches (the protocol part trained the preset), the rest of the cheap
+    matches attack by attack, then the 40k DFME matches. The 4x setting (its training is
+    4x the longest) starts first, for the first seed only, and its other matches follow that
+    seed's block; for the other seeds it comes after everything else."""
     cheap = [a for a in ATTACKS if a[3] is not DFME_DEFAULT]
     rows = settings()
     long = next(r for r in rows if r[2] == _parameter_set("mnist-4x-steps"))
-    # undefended, and the arena preset (the protocol part trains it): nothing to train here
     plain = [r for r in rows if r[1] == "undefended" or (r[1] == "misleader" and r[2] == {})]
     trained = [r for r in rows if r not in plain and r is not long]
-    order, deferred = [], []
-    for seed in rt.seeds:
-        order.append(rt.spec(long[1], long[2], cheap[0], seed))
-        order += [rt.spec(r[1], r[2], cheap[0], seed) for r in trained]
-        order += [rt.spec(r[1], r[2], a, seed) for r in plain for a in cheap]
-        order += [rt.spec(r[1], r[2], a, seed) for a in cheap[1:] for r in trained]
-        order += [rt.spec(r[1], r[2], DFME_40K, seed) for r in plain + trained]
-        deferred += [rt.spec(long[1], long[2], a, seed) for a in cheap[1:]]
-    deferred += [rt.spec(long[1], long[2], DFME_40K, seed) for seed in rt.seeds]
-    return order + deferred
+
+    def block(seed: int, rows_trained: list) -> list:
+        out = [rt.spec(r[1], r[2], cheap[0], seed) for r in rows_trained]
+        out += [rt.spec(r[1], r[2], a, seed) for r in plain for a in cheap]
+        out += [rt.spec(r[1], r[2], a, seed) for a in cheap[1:] for r in rows_trained]
+        return out + [rt.spec(r[1], r[2], DFME_40K, seed) for r in plain + rows_trained]
+
+    first, rest = rt.seeds[:1], rt.seeds[1:]
+    order = []
+    for seed in first:
+        order += block(seed, [long, *trained])[:1] + block(seed, trained)
+        order += [rt.spec(long[1], long[2], a, seed) for a in [*cheap[1:], DFME_40K]]
+    for seed in rest:
+        order += block(seed, trained)
+    for seed in rest:
+        order += [rt.spec(long[1], long[2], a, seed) for a in [*cheap, DFME_40K]]
+    return order
 
 
 def _parameter_set(name: str) -> dict:
@@ -324,6 +329,10 @@ so the clone is pulled towards nearly flat logits whatever the ensemble answers.
 replays that with `target="probs-as-logits"` (`engines.attackers._common.api_logits`)."""
 
 
+# The reading of the tables above (written after the full run; its numbers are the tables').
+READING = """(to be written after the full run)"""
+
+
 def caption(rt: RoundTwo) -> str:
     """The attacker settings the tables used, as resolved (defaults included)."""
     from engines.attackers import ATTACKERS
@@ -403,15 +412,14 @@ def main() -> None:
     if not args.quick and set(parts) == {"protocol", "presets"}:
         from benchmarks._results import write_section
 
-        intro_path = ROOT / "benchmarks" / "misleader_round_two.md"
-        intro = intro_path.read_text() if intro_path.exists() else ""
         print(
             "wrote",
             write_section(
                 "misleader_round_two",
                 "## MISLEADER, round two: evaluation protocol and settings (mnist5k)\n\n"
                 + text
-                + ("\n\n" + intro if intro else ""),
+                + "\n\n### Reading\n\n"
+                + READING,
             ),
         )
 
