@@ -28,8 +28,7 @@ Matches are played by the arena's own runner into a SQLite database (default
 /tmp/arena-bench-misleader-r2/matches.db; the defenders' trained members are artifacts in the
 cache), through `benchmarks.output_defences.Bench`: a match whose resolved spec is already
 `done` is never replayed, so a rerun resumes. Order: the protocol part seed by seed, then the
-presets part seed by seed, the 4x setting (the longest training) for the first seed only and
-for the other seeds last (see `presets_plan`), so a run cut short leaves whole rows. 2 checkpoints per match (the minimum); the
+presets part seed by seed (see `presets_plan`), so a run cut short leaves whole rows. 2 checkpoints per match (the minimum); the
 tables use the final budget. The full run rewrites the "misleader_round_two" section of
 docs/results.md; --quick only prints.
 """
@@ -157,9 +156,9 @@ def presets_plan(rt: RoundTwo) -> list:
 
     Per seed: the first match of each setting that trains a defender here, the undefended
     and arena-preset matches (the protocol part trained the preset), the rest of the cheap
-    matches attack by attack, then the 40k DFME matches. The 4x setting (its training is
-    4x the longest) starts first, for the first seed only, and its other matches follow that
-    seed's block; for the other seeds it comes after everything else."""
+    matches attack by attack, then the 40k DFME matches. The 4x setting's training (4x the
+    longest) starts first, and its other matches follow the seed's block, so one worker
+    trains it while the other plays the rest of the seed."""
     cheap = [a for a in ATTACKS if a[3] is not DFME_DEFAULT]
     rows = settings()
     long = next(r for r in rows if r[2] == _parameter_set("mnist-4x-steps"))
@@ -172,15 +171,10 @@ def presets_plan(rt: RoundTwo) -> list:
         out += [rt.spec(r[1], r[2], a, seed) for a in cheap[1:] for r in rows_trained]
         return out + [rt.spec(r[1], r[2], DFME_40K, seed) for r in plain + rows_trained]
 
-    first, rest = rt.seeds[:1], rt.seeds[1:]
     order = []
-    for seed in first:
+    for seed in rt.seeds:
         order += block(seed, [long, *trained])[:1] + block(seed, trained)
         order += [rt.spec(long[1], long[2], a, seed) for a in [*cheap[1:], DFME_40K]]
-    for seed in rest:
-        order += block(seed, trained)
-    for seed in rest:
-        order += [rt.spec(long[1], long[2], a, seed) for a in [*cheap, DFME_40K]]
     return order
 
 
