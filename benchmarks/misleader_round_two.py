@@ -62,6 +62,7 @@ ATTACKS = [  # (column label, attacker, label mode, (budget, attacker params))
 ]
 TARGETS = ["log-probs", "probs-as-logits"]
 UTILITY_TOLERANCE = 0.015  # the 1.5-point clean-accuracy target
+MIN_REDUCTION = 0.01  # a change in clone accuracy smaller than 1 point is not called a reduction
 
 QUICK_VICTIM = {"arch": None, "train": {"epochs": 2, "batch_size": 128, "lr": 0.05}}
 QUICK_ATTACKS = {  # (budget, params) by attacker and budget level
@@ -85,15 +86,16 @@ def settings() -> list[tuple[str, str, dict]]:
     ]
 
 
-def mean_std(values: list[float], expected: int, scale: float = 100.0) -> str:
+def mean_std(values: list[float], expected: int, scale: float = 100.0, digits: int = 1) -> str:
     """Mean ± std (in points); "(n=k)" marks a cell with fewer seeds than planned."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
     short = f" (n={len(values)})" if len(values) < expected else ""
     if len(values) == 1:
-        return f"{scale * values[0]:.1f}{short}"
-    return f"{scale * statistics.mean(values):.1f} ± {scale * statistics.stdev(values):.1f}{short}"
+        return f"{scale * values[0]:.{digits}f}{short}"
+    mean, std = scale * statistics.mean(values), scale * statistics.stdev(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{short}"
 
 
 class RoundTwo:
@@ -279,7 +281,8 @@ def presets_tables(rt: RoundTwo) -> str:
             d, u = clone(label, a[0]), clone(base_label, a[0])
             diffs = [d[s] - u[s] for s in d if s in u]
             row.append(mean_std(diffs, n))
-            if len(diffs) >= 2 and statistics.mean(diffs) + statistics.stdev(diffs) < 0:
+            mean = statistics.mean(diffs) if diffs else 0.0
+            if len(diffs) >= 2 and mean <= -MIN_REDUCTION and mean + statistics.stdev(diffs) < 0:
                 lowered.append(f"{a[0]} ({100 * statistics.mean(diffs):+.1f})")
         out.append(f"| {label} | " + " | ".join(row) + " |")
         sv = served(label)
@@ -288,13 +291,14 @@ def presets_tables(rt: RoundTwo) -> str:
         verdicts.append((label, gap, within, lowered))
     out += [
         "\nDoes any setting reduce extraction while staying within 1.5 points of the victim? "
-        "Reduced = mean paired change below zero by more than its std over seeds.\n",
+        f"Reduced = mean paired change in clone accuracy at most -{100 * MIN_REDUCTION:.0f} point and below zero "
+        "by more than its std over seeds (at least 2 seeds).\n",
         "| setting | served − victim (points) | within 1.5 points | attacks whose clone it lowered |",
         "|---|---|---|---|",
     ]
     for label, gap, within, lowered in verdicts:
         w = "-" if within is None else ("yes" if within else "no")
-        out.append(f"| {label} | {mean_std(gap, n)} | {w} | {', '.join(lowered) if lowered else 'none'} |")
+        out.append(f"| {label} | {mean_std(gap, n, digits=2)} | {w} | {', '.join(lowered) if lowered else 'none'} |")
     return "\n".join(out)
 
 
