@@ -304,3 +304,53 @@ def test_a_second_match_reuses_the_trained_defender(tmp_path):
     assert len(second.defender.report["member_val_accuracy"]) == 3
     assert second.defender.clean_accuracy == first.defender.clean_accuracy
     assert first.serving_seconds_per_query > 0
+
+
+# ----------------------------------------------------------------------------- parameter sets, extension
+def test_parameter_sets_are_the_documented_settings(tiny_splits, tmp_path):
+    from engines.defenders.misleader import PARAMETER_SETS, PRESETS
+
+    store = ArtifactStore(tmp_path)
+    preset, preset_loop = _defender("misleader", tiny_splits, store, {"epochs": None}).plan()
+    public, public_loop = _defender(
+        "misleader", tiny_splits, store, {**PARAMETER_SETS["public-mnist-defaults"], "epochs": None}
+    ).plan()
+    assert [(m.arch, m.lam, m.T, m.alpha) for m in public] == [(m.arch, 0.5, 2.0, 0.3) for m in preset]
+    assert public_loop.attacker_update == "accumulate" and preset_loop.attacker_update == "steps"
+    assert vars(public_loop) | {"attacker_update": "steps"} == vars(preset_loop)
+    long, long_loop = _defender("misleader", tiny_splits, store, {**PARAMETER_SETS["mnist-4x-steps"]}).plan()
+    assert long == preset and long_loop.epochs == 4 * PRESETS["mnist"]["epochs"] == 4 * preset_loop.epochs
+
+
+def test_datafree_pool_is_seeded_generator_samples_then_noise():
+    from engines.defenders.misleader_datafree import datafree_pool
+
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    pool = datafree_pool(150, 0.5, 3, (1, 32, 32))
+    assert torch.equal(before, torch.rand(1))  # global stream untouched
+    assert pool.shape == (150, 1, 32, 32) and pool.dtype == torch.float32
+    assert (pool >= 0).all() and (pool <= 1).all()
+    assert torch.equal(pool, datafree_pool(150, 0.5, 3, (1, 32, 32)))
+    assert not torch.equal(pool, datafree_pool(150, 0.5, 4, (1, 32, 32)))
+    # generator samples are spatially smooth, uniform noise is not
+    roughness = (pool[:, :, 1:] - pool[:, :, :-1]).abs().mean((1, 2, 3))
+    assert roughness[:75].max() < 0.75 * roughness[75:].min()
+    assert torch.equal(datafree_pool(20, 0.0, 3, (1, 32, 32)), datafree_pool(20, 0.0, 3, (1, 32, 32)))
+
+
+def test_datafree_extension_trains_on_the_pool_and_has_its_own_artifact(tiny_splits, tmp_path):
+    store = ArtifactStore(tmp_path)
+    base = _defender("misleader", tiny_splits, store, {"epochs": 1})
+    ext = _defender("misleader-datafree", tiny_splits, store, {"epochs": 1, "pool_size": 64})
+    plans, loop = base.plan()
+    assert ext.plan() == (plans, loop)
+    assert base.extra_queries() is None and ext.extra_queries().shape == (64, 1, 32, 32)
+    spec = ext.artifact_spec(plans, loop)
+    assert spec["method"] == "misleader-datafree" and spec["datafree_pool"]["size"] == 64
+    base.prepare()
+    assert not ext.prepare()["reused"]  # not misleader's artifact
+    x = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        assert not torch.allclose(base.serve(x), ext.serve(x))  # the pool changed the training

@@ -195,10 +195,15 @@ def train_members(
     progress: Callable[[int, int, str], None] = lambda d, t, m: None,
     log: Callable[[str], None] = lambda m: None,
     should_stop: Callable[[], None] = lambda: None,
+    extra_queries: torch.Tensor | None = None,
 ) -> tuple[list[nn.Module], dict]:
     """Train every member of `plans`; returns (members at their best validation epoch, report).
 
-    Reads `train` (batches and augmented queries) and `val` (checkpoint selection) only."""
+    Reads `train` (batches and augmented queries) and `val` (checkpoint selection) only.
+    `extra_queries` (images, uint8 or float in [0, 1]; the `misleader-datafree` extension):
+    when given, every x' batch is extended by as many images drawn from it (with replacement,
+    from a generator of its own per member, so the other draws stay as without it), and the
+    simulated attacker and the extraction term see both halves."""
     started = time.perf_counter()
     teacher.eval()
     amp = s.amp and device.type == "cuda"
@@ -216,6 +221,7 @@ def train_members(
         member_steps.append(_Step(member, s.lr_member, s, total_steps, amp))
         attacker_steps.append(_Step(attacker, s.lr_attacker, s, total_steps, amp))
         generators.append(torch.Generator().manual_seed(member_seed(seed, k) + 1))
+    extra_generators = [torch.Generator().manual_seed(member_seed(seed, k) + 2) for k in range(len(plans))]
     best = [BestWeights(ties="later") for _ in plans]
     history = [[] for _ in plans]
     for epoch in range(s.epochs):
@@ -240,6 +246,9 @@ def train_members(
                 x = to_floats(inputs[idx]).to(device)
                 y = train.labels[idx].to(device)
                 x_aug = to_floats(queries[q_idx]).to(device)
+                if extra_queries is not None:
+                    pick = torch.randint(len(extra_queries), (len(q_idx),), generator=extra_generators[k])
+                    x_aug = torch.cat([x_aug, to_floats(extra_queries[pick]).to(device)])
                 a_loss = attacker_update(
                     member, attacker, x_aug, s.a_iter, s.attacker_update, attacker_steps[k], device, amp
                 )

@@ -30,6 +30,18 @@ Presets (members as (architecture, lambda, T, alpha)):
   about 1-1.5 minutes of training.
 `auto` picks the preset from the data set family.
 
+Named parameter sets (`PARAMETER_SETS`; pass one as the defender's params, e.g.
+`arena run -d misleader --defender-params '{...}'`), settings that might make the defence
+work on MNIST (benchmarks/misleader_round_two.py, docs/results.md):
+- `public-mnist-defaults`: the public code's MNIST command-line defaults (Defense/train_defense.py:
+  lambda 0.5, T 2, alpha 0.3 for every member, a_iter 5 attacker gradients accumulated into one
+  step) on the `mnist` preset's members and loop; the public batch (512) and length (~14 epochs
+  of 60,000 images) are not adopted: on 2,400 training images batch 512 leaves 5 steps per epoch;
+- `mnist-4x-steps`: the `mnist` preset with 4x its training steps (60 epochs instead of 15;
+  the cosine schedules stretch with it).
+The extension `misleader-datafree` (engines/defenders/misleader_datafree.py) adds data-free-like
+inputs to the extraction term; it is not MISLEADER itself.
+
 Ablations (named defenders; each is `misleader` with one setting changed):
 `misleader-lambda0` (lambda = 0: a plain distilled ensemble), `misleader-k1` (only the first
 member), `misleader-homogeneous` (K copies of the first member's architecture and values,
@@ -69,6 +81,15 @@ PRESETS: dict[str, dict] = {
         "batch_size": 256,
         "train_augment": True,
     },
+}
+
+MNIST_ARCHS = [m[0] for m in PRESETS["mnist"]["members"]]
+PARAMETER_SETS: dict[str, dict] = {
+    "public-mnist-defaults": {
+        "members": [{"arch": arch, "lam": 0.5, "T": 2.0, "alpha": 0.3} for arch in MNIST_ARCHS],
+        "attacker_update": "accumulate",
+    },
+    "mnist-4x-steps": {"epochs": 4 * PRESETS["mnist"]["epochs"]},
 }
 
 
@@ -169,6 +190,10 @@ class Misleader(Defender):
             "trainer_version": TRAINER_VERSION,
         }
 
+    def extra_queries(self) -> torch.Tensor | None:
+        """Images added to every simulated-attacker batch x' (None: MISLEADER itself)."""
+        return None
+
     def prepare(self) -> dict:
         ctx = self.ctx
         splits = ctx.splits
@@ -195,6 +220,7 @@ class Misleader(Defender):
                     progress=ctx.progress,
                     log=ctx.log,
                     should_stop=ctx.should_stop,
+                    extra_queries=self.extra_queries(),
                 )
             tensors = {
                 f"m{k}.{name}": value for k, member in enumerate(members) for name, value in member.state_dict().items()
