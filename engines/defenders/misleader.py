@@ -30,9 +30,9 @@ Presets (members as (architecture, lambda, T, alpha)):
   about 1-1.5 minutes of training.
 `auto` picks the preset from the data set family.
 
-Named parameter sets (`PARAMETER_SETS`; pass one as the defender's params, e.g.
-`arena run -d misleader --defender-params '{...}'`), settings that might make the defence
-work on MNIST (benchmarks/misleader_round_two.py, docs/results.md):
+Named parameter sets (`PARAMETER_SETS`; play one by putting its values under
+`[defender_params]` in a match file, `arena run -d misleader --config FILE.toml`), settings
+that might make the defence work on MNIST (benchmarks/misleader_round_two.py, docs/results.md):
 - `public-mnist-defaults`: the public code's MNIST command-line defaults (Defense/train_defense.py:
   lambda 0.5, T 2, alpha 0.3 for every member, a_iter 5 attacker gradients accumulated into one
   step) on the `mnist` preset's members and loop; the public batch (512) and length (~14 epochs
