@@ -64,7 +64,6 @@ TARGETS = ["log-probs", "probs-as-logits"]
 UTILITY_TOLERANCE = 0.015  # the 1.5-point clean-accuracy target
 MIN_REDUCTION = 0.01  # a change in clone accuracy smaller than 1 point is not called a reduction
 
-QUICK_VICTIM = {"arch": None, "train": {"epochs": 2, "batch_size": 128, "lr": 0.05}}
 QUICK_ATTACKS = {  # (budget, params) by attacker and budget level
     ("dfme", "default"): (16 * 7 * 2, {"batch_size": 16, "generator_width": 8, "nz": 16}),
     ("dfme", "low"): (147, {"batch_size": 7, "generator_width": 8, "nz": 16}),
@@ -110,9 +109,6 @@ class RoundTwo:
     def spec(self, defender: str, params: dict, attack: tuple, seed: int, target: str = "log-probs"):
         """The resolved spec of `defender` (with `params`) against one of ATTACKS; `target`
         (DFME only) is passed only when it is not the default, so equal matches share a row."""
-        from engines.defenders import DEFENDERS
-        from engines.spec import MatchSpec
-
         _, attacker, label, budget_params = attack
         if self.quick:
             level = "low" if budget_params in (DFME_LOW, KNOCKOFF_LOW) else "default"
@@ -120,20 +116,7 @@ class RoundTwo:
         budget, attacker_params = budget_params
         if target != "log-probs":
             attacker_params = {**attacker_params, "target": target}
-        fields = dict(
-            defender=defender,
-            defender_params=params,
-            attacker=attacker,
-            attacker_params=attacker_params,
-            label_mode=label,
-            query_budget=budget,
-            device="cpu",
-            seed=seed,
-            checkpoints=CHECKPOINTS,
-        )
-        if self.quick:
-            fields.update(victim=QUICK_VICTIM, defender_params={**DEFENDERS.get(defender).smoke_params, **params})
-        return MatchSpec(**fields).resolve()
+        return self.bench.spec(defender, attacker, label, seed, params, (budget, attacker_params), CHECKPOINTS)
 
     def protocol_spec(self, defender: str, target: str, seed: int):
         return self.spec(defender, {}, DFME_40K, seed, target)

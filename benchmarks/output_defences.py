@@ -141,11 +141,22 @@ class Bench:
         self.quick = quick
         self.budgets = QUICK if quick else FULL
 
-    def spec(self, defender: str, attacker: str, label: str, seed: int, defender_params: dict | None = None):
+    def spec(
+        self,
+        defender: str,
+        attacker: str,
+        label: str,
+        seed: int,
+        defender_params: dict | None = None,
+        budget_params: tuple[int, dict] | None = None,
+        checkpoints: int = CHECKPOINTS,
+    ):
+        """The resolved spec; `budget_params` (budget, attacker params) overrides the script's
+        budget for `attacker`."""
         from engines.defenders import DEFENDERS
         from engines.spec import MatchSpec
 
-        budget, attacker_params = self.budgets[attacker]
+        budget, attacker_params = budget_params or self.budgets[attacker]
         params = dict(defender_params or {})
         fields = dict(
             defender=defender,
@@ -156,7 +167,7 @@ class Bench:
             query_budget=budget,
             device="cpu",
             seed=seed,
-            checkpoints=CHECKPOINTS,
+            checkpoints=checkpoints,
         )
         if self.quick:
             fields.update(victim=QUICK_VICTIM, defender_params={**DEFENDERS.get(defender).smoke_params, **params})
