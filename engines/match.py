@@ -163,6 +163,7 @@ def play_match(spec: MatchSpec, observer: MatchObserver, env: MatchEnvironment) 
         progress=observer.progress,
         log=observer.log,
         should_stop=should_stop,
+        artifacts=store,
     )
     observer.phase("attacking", f"{spec.attacker} ({spec.label_mode}), budget {spec.query_budget}")
     seed_everything(spec.seed)

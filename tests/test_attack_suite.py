@@ -70,7 +70,7 @@ def decent_victim(cache_dir, mnist5k):
     return _victim(cache_dir, mnist5k, {"arch": None, "train": {"epochs": 3, "batch_size": 64, "lr": 0.05}})
 
 
-def run_direct(name, params, mode, budget, splits, victim, seed=0, pool=None, checkpoints=None):
+def run_direct(name, params, mode, budget, splits, victim, seed=0, pool=None, checkpoints=None, artifacts=None):
     """Drive an attacker without a match: spy defender, own oracle, recorded evaluations."""
     cls = ATTACKERS.get(name)
     attacker = cls(cls.Params.model_validate(params))
@@ -97,6 +97,7 @@ def run_direct(name, params, mode, budget, splits, victim, seed=0, pool=None, ch
         seed=seed,
         checkpoints=checkpoints or checkpoint_schedule(budget, 12),
         evaluate=evaluate,
+        artifacts=artifacts,
     )
     torch.manual_seed(seed)
     clone = attacker.run(oracle, ctx)
@@ -383,3 +384,25 @@ def test_knockoff_checkpoint_clone_is_its_definition(warm_start, mnist5k, tiny_v
         expected = train_clone(ctx, images, targets, 101, cfg, arch=None, min_steps=4)
     for name, value in expected.state_dict().items():
         assert torch.equal(value, states[1][name]), name
+
+
+@pytest.mark.parametrize("name", ["dfms-hl", "dfms-sl"])
+def test_dfms_proxy_gan_from_the_cache_changes_nothing(name, tmp_path, mnist5k, tiny_victim):
+    """The GAN stage restored from the artifact cache leaves the attack bit-identical: the same
+    queries, the same clones at every checkpoint and the same final weights as a run without
+    a cache; another seed or GAN setting is another cache entry."""
+    params, mode, budget = SUITE[name]
+    plain = run_direct(name, params, mode, budget, mnist5k, tiny_victim)
+    store = ArtifactStore(tmp_path / "cache")
+    first = run_direct(name, params, mode, budget, mnist5k, tiny_victim, artifacts=store)
+    again = run_direct(name, params, mode, budget, mnist5k, tiny_victim, artifacts=store)
+    entries = sorted((tmp_path / "cache" / "dfms-proxy-gan").glob("*.safetensors"))
+    assert len(entries) == 1  # built by the first cached run, reused by the second
+    for run in (first, again):
+        assert [b.tolist() for b in run[2].batches] == [b.tolist() for b in plain[2].batches]
+        assert run[3] == plain[3]
+        for mine, theirs in zip(run[4].state_dict().values(), plain[4].state_dict().values(), strict=True):
+            assert torch.equal(mine, theirs)
+    run_direct(name, params, mode, budget, mnist5k, tiny_victim, seed=1, artifacts=store)
+    run_direct(name, {**params, "gan_steps": 4}, mode, budget, mnist5k, tiny_victim, artifacts=store)
+    assert len(list((tmp_path / "cache" / "dfms-proxy-gan").glob("*.safetensors"))) == 3

@@ -186,3 +186,24 @@ def test_headless_path_never_imports_textual(tmp_path):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "defender, params, message",
+    [
+        ("edm", "{ k = 1 }", "k"),
+        ("dnf", "{ exit_threshold = 1.5 }", "exit_threshold"),
+        ("dnf", "{ exit_threshold = -0.1 }", "exit_threshold"),
+        ("act", "{ no_such_knob = 1 }", "no_such_knob"),
+        ("meco", "{ no_such_knob = 1 }", "no_such_knob"),
+    ],
+)
+def test_impossible_defence_parameters_are_one_line_exit_2_and_write_nothing(cli, tmp_path, defender, params, message):
+    config = tmp_path / "match.toml"
+    config.write_text(f'defender = "{defender}"\nattacker = "knockoff"\ndefender_params = {params}\n')
+    db = tmp_path / "never.db"
+    result = cli("run", "--config", config, "--db", db)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not db.exists()

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import nn
 
+from engines.artifacts import ArtifactStore
 from engines.data.base import ImageSet
 from engines.errors import ArenaError
 from engines.models import MODELS, build_model, default_model_for
@@ -55,6 +56,9 @@ class AttackContext:
     progress: ProgressFn = lambda done, total, msg: None
     log: Callable[[str], None] = lambda msg: None
     should_stop: Callable[[], None] = lambda: None
+    # where an attack caches a stage that never touches the API (DFMS's proxy GAN), so a
+    # tournament runs it once per seed rather than once per defence; None: no cache
+    artifacts: ArtifactStore | None = None
     _next: int = field(default=0, repr=False)
 
     def build_clone(self, arch: str | None = None) -> nn.Module:
