@@ -84,6 +84,42 @@ def cell(iv, bold: bool = False) -> str:
     return f"**{text}**" if bold else text
 
 
+def grid_seconds(matches) -> dict:
+    """The grid's work counted once per piece: every match's attack (its checkpoint scoring
+    included), each defence and victim training once, and a per-match set-up (loading data and
+    cached models: the median wall time outside the attack of matches that trained nothing).
+    Summed wall times double-count training, since a worker that needs a defence another worker
+    is training waits for it. DFMS's proxy GAN is inside its attack time: counted once per seed
+    plus any wait for the worker training it (an overestimate)."""
+    import statistics
+
+    attacks, setup_samples = 0.0, []
+    defences: dict[tuple, float] = {}
+    victims: dict[int, float] = {}
+    for m in matches:
+        details = json.loads(m.details_json or "{}")
+        attack = float(details.get("attack_seconds", 0.0))
+        attacks += attack
+        defence, victim = details.get("defender", {}), details.get("victim", {})
+        if "train_seconds" in defence:
+            params = json.dumps(json.loads(m.config_json or "{}").get("defender_params", {}), sort_keys=True)
+            defences[(m.defender, params, m.seed)] = float(defence["train_seconds"])
+        if "train_seconds" in victim:
+            victims[m.seed] = float(victim["train_seconds"])
+        if victim.get("reused") and defence.get("reused", True) and m.wall_seconds:
+            setup_samples.append(m.wall_seconds - attack)
+    setup_each = statistics.median(setup_samples) if setup_samples else 0.0
+    total = attacks + sum(defences.values()) + sum(victims.values()) + setup_each * len(matches)
+    return {
+        "attacks": attacks,
+        "defences": sum(defences.values()),
+        "victims": sum(victims.values()),
+        "setup": setup_each * len(matches),
+        "setup_each": setup_each,
+        "total": total,
+    }
+
+
 def separated_best(column: dict[str, object], higher_is_better: bool) -> str | None:
     """The defence whose interval lies entirely beyond every other's in the column, if any."""
     present = {name: iv for name, iv in column.items() if iv is not None and iv.n >= 2}
@@ -177,7 +213,9 @@ def main() -> None:
     victim = [m.victim_accuracy for s in seeds if (m := result(("undefended", columns[0], s))) is not None]
     planned = len(specs)
     played = sum(result(k) is not None for k in specs)
-    match_minutes = sum(m.wall_seconds or 0 for k in specs if (m := result(k)) is not None) / 60
+    done_matches = [m for k in specs if (m := result(k)) is not None]
+    match_minutes = sum(m.wall_seconds or 0 for m in done_matches) / 60
+    grid = grid_seconds(done_matches)
     flags = "".join(f" {a}" for a in sys.argv[1:])
     lines = [
         f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/comparison.py{flags}`; "
@@ -185,6 +223,14 @@ def main() -> None:
         f"device cpu. Database {args.db}. {played} of {planned} planned matches done; their wall times sum to "
         f"{match_minutes:.0f} min; this invocation took {elapsed / 60:.1f} min"
         + (" (--report-only: nothing played)." if args.report_only else " (done matches are not replayed)."),
+        "",
+        f"Work in the grid, whatever the order it was played in (each piece counted once): attacks "
+        f"{grid['attacks'] / 60:.0f} min, defence training {grid['defences'] / 60:.0f} min (once per defence and "
+        f"seed), victim training {grid['victims'] / 60:.1f} min (once per seed), per-match set-up "
+        f"{grid['setup'] / 60:.0f} min ({grid['setup_each']:.1f} s each, the median of matches that trained "
+        f"nothing); {grid['total'] / 60:.0f} min in all, i.e. about {grid['total'] / 60 / 2:.0f} min on 2 "
+        "workers. (A match that waits for another worker to finish the defence it needs counts the wait in "
+        "its wall time, so the summed wall times above are not the grid's duration.)",
         "",
         "Budgets: "
         + ", ".join(f"{a} {b:,}" for a, (b, _) in bench.budgets.items())
