@@ -3,6 +3,7 @@
     python benchmarks/dfme_speed.py --reference-dir /work/ref/dfme --bf16 mnist  # CIFAR + MNIST
     python benchmarks/dfme_speed.py --settings mnist --repeats 5               # quicker
     python benchmarks/dfme_speed.py ... --write                                # + docs/results.md
+    python benchmarks/dfme_speed.py --floor        # float32 arithmetic floor of one iteration
 
 The reference is Truong et al.'s code (github.com/cake-lab/datafree-model-extraction, folder
 `dfme/`), checked out outside this repository and never committed; without
@@ -111,6 +112,37 @@ class PhaseTimer:
 
 
 dfme_module.record_function = PhaseTimer
+
+
+def gemm_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
+    """This CPU's float32 matrix-multiply rate (GFLOP/s, best of `repeats`): a practical ceiling
+    for convolution kernels, which lower to the same kind of blocked GEMM."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
+
+
+def arithmetic_floor(setting: Setting, gflops: float) -> list[str]:
+    """One iteration's convolution/linear work (multiply-accumulates counted from the layers'
+    shapes; training = 3x a forward pass) and the time it needs at `gflops`: no float32
+    implementation of the same algorithm can be faster than the whole iteration at that rate."""
+    from engines.models.base import multiply_accumulates
+
+    params = DfmeParams(**setting.params)
+    channels = setting.image_shape[0]
+    victim = multiply_accumulates(build_model(setting.victim, channels, 10, (0.5,), (0.5,)), setting.image_shape)
+    clone = multiply_accumulates(build_model(setting.clone, channels, 10, (0.5,), (0.5,)), setting.image_shape)
+    probes = params.batch_size * params.g_iter * (params.grad_m + 1)
+    trained = params.batch_size * params.d_iter
+    flops = 2 * ((probes + trained) * victim + probes * clone + 3 * trained * clone)
+    return [setting.name, f"{flops / 1e12:.2f}", f"{gflops:.0f}", f"{flops / gflops / 1e9:.1f}"]
 
 
 def cost_of(params: DfmeParams) -> int:
@@ -303,7 +335,16 @@ def main() -> None:
         "--bf16", nargs="*", choices=list(SETTINGS), default=[], help="settings where precision='bf16' is also timed"
     )
     parser.add_argument("--write", action="store_true", help="rewrite the dfme_speed section of docs/results.md")
+    parser.add_argument(
+        "--floor", action="store_true", help="only print each setting's float32 arithmetic floor (seconds)"
+    )
     args = parser.parse_args()
+    if args.floor:
+        gflops = gemm_gflops(args.threads)
+        rows = [arithmetic_floor(SETTINGS[key], gflops) for key in args.settings]
+        header = ["setting", "TFLOP/iteration (convs, linear)", "fp32 GEMM GFLOP/s", "floor s/iteration"]
+        print(f"torch threads {args.threads}, generator excluded\n\n" + markdown_table(header, rows))
+        return
 
     torch.set_num_threads(args.threads)
     out = [
