@@ -144,7 +144,7 @@ def run_preset(preset: str, batch: int, rounds: int, member_baselines: bool) -> 
     verdict = "reached" if ratio <= goal else "NOT reached"
     summed = sum(best[f"{arch}, inference copy"] for arch in archs)
     lines.append(
-        f"\nConsistency check under load: the members' inference copies timed one by one add up to "
+        f"\nConsistency check: the members' inference copies timed one by one add up to "
         f"{batch / summed:,.1f} queries/s ({summed / served:.2f}x the teacher as served); "
         f"the ensemble was timed at {batch / best['ensemble after (EnsembleServer)']:,.1f}."
     )
@@ -188,8 +188,8 @@ def main() -> None:
     header = (
         f"CPU, {torch.get_num_threads()} torch thread(s), batch {batch}, best of "
         f"{', '.join(f'{n} ({p})' for p, n in rounds.items())} interleaved rounds; "
-        f"torch {torch.__version__}; load average at start {' '.join(load)} on {os.cpu_count()} CPU cores shared "
-        "with other jobs. Random weights and inputs (seed 0)."
+        f"torch {torch.__version__}; load average at start {' '.join(load)} on {os.cpu_count()} CPU cores. "
+        "Random weights and inputs (seed 0)."
     )
     print(header, flush=True)
     store = Path(args.store)
