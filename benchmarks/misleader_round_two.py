@@ -310,36 +310,6 @@ so the clone is pulled towards nearly flat logits whatever the ensemble answers.
 replays that with `target="probs-as-logits"` (`engines.attackers._common.api_logits`)."""
 
 
-# The reading of the tables above (written after the full run; its numbers are the tables').
-READING = """- **Protocol.** Handing DFME probabilities where logits go (`probs-as-logits`, the public
-  script's treatment of the ensemble) lowers its clone against any probability-serving API:
-  -25.2 ± 11.0 points against the undefended victim, -35.4 ± 18.9 against misleader. With the
-  same target on both sides, misleader is extracted *better* than the undefended victim
-  (+27.8 ± 6.3 points through log-probs, +17.6 ± 11.4 through probs-as-logits). Only the mixed
-  comparison the public evaluation makes (the ensemble through probs-as-logits, the teacher
-  through its logits) puts misleader below the victim, and then only by -7.6 ± 22.2 points,
-  within the seed-to-seed noise. The defence effect of the public DFME numbers comes from the
-  protocol, not from the defence; the arena's default (`log-probs`) treats both sides alike.
-- **Utility.** Every setting stays within 1.5 points of the victim on average, the arena preset
-  and the public defaults only at the edge (-1.50 ± 0.50 and -1.47 ± 0.81 points).
-- **KnockoffNets** (soft and hard, 150 and 1,200 queries): no setting changes the clone by
-  more than 1.3 points on average, and every change is within about its std over seeds. Soft
-  labels at 150 queries carry no more protection than at 1,200.
-- **DFME at 147 queries** (batch 7, 3 iterations): every clone is at chance (9.9-10.3 %),
-  defended or not. DFME at ~150 queries is meaningless; the column shows it.
-- **DFME at 40k**: the arena preset (+27.8 ± 6.3) and the public MNIST defaults (+27.3 ± 10.1)
-  help the attacker; the `misleader-datafree` extension narrows that gap (+11.7 ± 21.6, not a
-  reduction); 4x the training steps leaves the DFME clone at chance on all three seeds
-  (10.0 ± 0.1 %, -35.0 ± 13.6 points vs undefended) at -1.13 ± 0.23 points of clean accuracy.
-- **Answer.** One setting reduces extraction within 1.5 points of the victim: 4x the training
-  steps, against DFME only (40k queries). None reduces KnockoffNets, soft or hard, at either
-  budget, so no setting makes MISLEADER a defence against the data-based attack its paper
-  targets. Why the longer-trained ensemble stops this DFME is not established here: DFME at
-  40k queries is far from converged (its default budget is 120k) and noisy (undefended:
-  44.9 ± 13.6 %), and a failure of the attack's generator at this budget is not ruled out;
-  checking it needs larger DFME budgets and more seeds."""
-
-
 def caption(rt: RoundTwo) -> str:
     """The attacker settings the tables used, as resolved (defaults included)."""
     from engines.attackers import ATTACKERS
@@ -392,7 +362,7 @@ def main() -> None:
     flags = "".join(f" {a}" for a in sys.argv[1:] if a != "--report-only")
     lines = [
         f"Command: `ARENA_THREADS={threads} .venv/bin/python benchmarks/misleader_round_two.py{flags}` "
-        f"({platform.machine()}, {os.cpu_count()} cores shared with other jobs, torch {torch.__version__}, "
+        f"({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{threads} torch thread(s), device cpu; `--report-only` reprints the tables from the database "
         f"{db}). {len(done)} of {len(planned)} planned matches done; their wall times sum to "
         f"{match_minutes:.0f} min. Victim: LeNet-5, "
@@ -423,10 +393,7 @@ def main() -> None:
             "wrote",
             write_section(
                 "misleader_round_two",
-                "## MISLEADER, round two: evaluation protocol and settings (mnist5k)\n\n"
-                + text
-                + "\n\n### Reading\n\n"
-                + READING,
+                "## MISLEADER, round two: evaluation protocol and settings (mnist5k)\n\n" + text,
             ),
         )
 
