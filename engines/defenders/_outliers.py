@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engines.data.base import ImageSet
 from engines.errors import ArenaError
+from engines.training import LossFn, TrainConfig, fit
 
 OUTLIER_KINDS = ("noise", "blobs", "patches", "blend")
 OUTLIER_LABEL = -1  # the target of an outlier row in a joint training set
@@ -67,11 +68,33 @@ class OutlierSource(BaseModel):
         return train
 
 
-def with_outliers(train: ImageSet, outliers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training set of the defender's images (targets: their labels) and the outliers
-    (targets: OUTLIER_LABEL), for a loss that treats the two kinds of rows differently."""
+def fit_with_outliers(
+    model: torch.nn.Module,
+    train: ImageSet,
+    outliers: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    ctx,
+    loss_fn: LossFn,
+) -> dict:
+    """`fit` on one training set of the defender's images (targets: their labels) and the
+    outliers (targets: OUTLIER_LABEL), for a loss that treats the two kinds of rows
+    differently; with gradients on, since a defence is prepared under inference mode.
+    Returns fit's report."""
     flags = torch.full((len(outliers),), OUTLIER_LABEL, dtype=torch.long)
-    return torch.cat([train.images, outliers]), torch.cat([train.labels, flags])
+    inputs, targets = torch.cat([train.images, outliers]), torch.cat([train.labels, flags])
+    with torch.inference_mode(False), torch.enable_grad():
+        return fit(
+            model,
+            inputs,
+            targets,
+            cfg,
+            ctx.device,
+            generator,
+            progress=ctx.progress,
+            should_stop=ctx.should_stop,
+            loss_fn=loss_fn,
+        )
 
 
 def outlier_images(params: OutlierSource, train: ImageSet, generator: torch.Generator, ctx) -> torch.Tensor:

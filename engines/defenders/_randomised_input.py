@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from engines.defenders._noise import QueryNoise
-from engines.defenders._outliers import OutlierSource, outlier_images, with_outliers
+from engines.defenders._outliers import OutlierSource, fit_with_outliers, outlier_images
 from engines.defenders.base import Defender
-from engines.training import LossFn, TrainConfig, accuracy, fit
+from engines.training import LossFn, TrainConfig, accuracy
 
 
 class ReferencedVictim(nn.Module):
@@ -89,22 +89,12 @@ class RandomisedInputDefence(Defender):
             started = time.perf_counter()
             if not self.serves_the_victim():
                 generator = torch.Generator().manual_seed(base + 1)
-                inputs, targets = with_outliers(train, outlier_images(p, train, generator, ctx))
+                outliers = outlier_images(p, train, generator, ctx)
                 cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False)
-                ctx.log(f"{self.name}: training on {len(inputs)} images (defender's and outliers)")
-                with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+                ctx.log(f"{self.name}: training on {len(train) + len(outliers)} images (defender's and outliers)")
+                with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(base + 2)  # the transform's draws during training
-                    fit(
-                        model,
-                        inputs,
-                        targets,
-                        cfg,
-                        ctx.device,
-                        generator,
-                        progress=ctx.progress,
-                        should_stop=ctx.should_stop,
-                        loss_fn=self.loss(),
-                    )
+                    fit_with_outliers(model, train, outliers, cfg, generator, ctx, self.loss())
             trained = {k: v for k, v in model.state_dict().items() if not k.startswith("original.")}
             return trained, {"train_seconds": time.perf_counter() - started}
 

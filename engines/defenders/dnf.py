@@ -50,12 +50,12 @@ from pydantic import Field
 from torch import nn
 
 from engines.data.base import to_floats
-from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource, outlier_images, with_outliers
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierKind, OutlierSource, fit_with_outliers, outlier_images
 from engines.defenders.base import DEFENDERS, Defender
 from engines.errors import ArenaError
 from engines.models.lenet import LeNet5
 from engines.models.resnet8x import ResNet8x
-from engines.training import TrainConfig, fit
+from engines.training import TrainConfig
 
 SERVING_ONLY = frozenset({"exit_threshold", "threshold_step"})  # knobs that do not change the trained heads
 
@@ -198,23 +198,12 @@ class Dnf(Defender):
                     for module in head.modules():
                         if isinstance(module, nn.Linear):
                             module.reset_parameters()
-            inputs, targets = with_outliers(train, outliers)
             cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False, schedule="constant")
             ctx.log(
                 f"dnf: training {len(network.heads)} exit heads on {len(train)} images and {len(outliers)} outliers"
             )
-            with torch.inference_mode(False), torch.enable_grad():
-                report = fit(
-                    network,
-                    inputs,
-                    targets,
-                    cfg,
-                    ctx.device,
-                    generator,
-                    progress=ctx.progress,
-                    should_stop=ctx.should_stop,
-                    loss_fn=dnf_loss(p.entropy_weight, p.ood_weight),
-                )
+            loss_fn = dnf_loss(p.entropy_weight, p.ood_weight)
+            report = fit_with_outliers(network, train, outliers, cfg, generator, ctx, loss_fn)
             tensors = {f"h.{k}": v for k, v in network.heads.state_dict().items()}
             return tensors, {"outliers": len(outliers), "train_seconds": report["train_seconds"]}
 

@@ -48,9 +48,9 @@ from pydantic import Field
 from torch import nn
 
 from engines.data.base import to_floats
-from engines.defenders._outliers import OUTLIER_LABEL, OutlierSource, outlier_images, with_outliers
+from engines.defenders._outliers import OUTLIER_LABEL, OutlierSource, fit_with_outliers, outlier_images
 from engines.defenders.base import DEFENDERS, Defender
-from engines.training import TrainConfig, accuracy, fit
+from engines.training import TrainConfig, accuracy
 
 
 class EdmParams(OutlierSource):
@@ -131,21 +131,9 @@ class Edm(Defender):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(ctx.seed * 1_000_003 + 43)
                 ensemble = _Members([ctx.fresh_victim_model() for _ in range(p.k)])
-            inputs, targets = with_outliers(train, outliers)
             cfg = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, augment=False)
             ctx.log(f"edm: training {p.k} members on {len(train)} images and {len(outliers)} outliers")
-            with torch.inference_mode(False), torch.enable_grad():
-                report = fit(
-                    ensemble,
-                    inputs,
-                    targets,
-                    cfg,
-                    ctx.device,
-                    generator,
-                    progress=ctx.progress,
-                    should_stop=ctx.should_stop,
-                    loss_fn=edm_loss(p.lam),
-                )
+            report = fit_with_outliers(ensemble, train, outliers, cfg, generator, ctx, edm_loss(p.lam))
             tensors = {f"m{k}.{name}": v for k, m in enumerate(ensemble.members) for name, v in m.state_dict().items()}
             with torch.inference_mode():
                 probs = torch.softmax(ensemble(to_floats(outliers[:512]).to(ctx.device)), dim=2)
